@@ -1,0 +1,149 @@
+"""A small Python API over trained checkpoints, for notebooks and scripts.
+
+    import rnngen.api as rnngen
+    model = rnngen.load("runs/demo")             # a run directory or a .pt file
+    for piece in model.generate("The", length=50, random_seed=1):
+        print(piece, end="")
+    print(model.evaluate("Some new text to score.").bpc)
+
+The command line uses the same functions, so both behave alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from rnngen import checkpoint, tokens
+from rnngen import config as config_module
+from rnngen.errors import CheckpointError, DataError
+from rnngen.evaluate import Scores, evaluate_stream
+from rnngen.model import build_model, count_parameters
+from rnngen.runs import checkpoint_in
+from rnngen.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
+from rnngen.vocab import Vocab
+
+
+class Model:
+    """A trained model loaded from a checkpoint, with its vocabulary and config."""
+
+    def __init__(self, payload: dict, path: Path, device: str = "cpu"):
+        from rnngen.device import resolve_device
+
+        self.path = path
+        self.payload = payload
+        try:
+            self.config = config_module.from_dict(payload[checkpoint.CONFIG], origin=str(path))
+            self.vocab = Vocab.from_dict(payload[checkpoint.VOCAB])
+            self.model_args = payload[checkpoint.MODEL_ARGS]
+            self.device = resolve_device(device)
+            self.module = build_model(self.model_args)
+            self.module.load_state_dict(payload[checkpoint.MODEL_STATE])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"{path} is damaged: {str(e).splitlines()[0][:200]}; use another checkpoint") from None
+        self.module.to(self.device).eval()
+
+    @property
+    def summary(self) -> dict:
+        return self.payload.get(checkpoint.SUMMARY, {})
+
+    # ----------------------------------------------------------------------- generation
+
+    def options(self, **overrides) -> DecodeOptions:
+        """Decoding options: the checkpoint's sample: section, then the given overrides."""
+        options = DecodeOptions.from_config(self.config.sample)
+        return dataclasses.replace(options, **overrides)
+
+    def generation(self, seed: str | None = None, on_unknown: str = "error", **options) -> Generation:
+        """A Generation to iterate (new text of every sample, step by step); see rnngen.sample."""
+        seed_ids = encode_seed(self.vocab, seed, on_unknown)
+        shown = seed_text(self.vocab, seed_ids) if seed else ""
+        return Generation(self.module, self.vocab, seed_ids, self.options(**options), self.device, shown)
+
+    def generate(self, seed: str | None = None, on_unknown: str = "error", **options) -> Iterator[str]:
+        """Stream the text of one sample, piece by piece (the seed is not repeated)."""
+        for pieces in self.generation(seed, on_unknown, **{**options, "num_samples": 1}):
+            if pieces[0]:
+                yield pieces[0]
+
+    def sample(self, seed: str | None = None, on_unknown: str = "error", **options) -> list[Sample]:
+        """Generate `num_samples` samples and return them whole."""
+        generation = self.generation(seed, on_unknown, **options)
+        for _ in generation:
+            pass
+        return generation.samples
+
+    # ----------------------------------------------------------------------- evaluation
+
+    def evaluate(self, text: str | None = None, batch_size: int = 16) -> Scores:
+        """Scores on `text`, or on the model's own validation split when text is None."""
+        ids, chars, _ = self.encode_text(text) if text is not None else self.validation_ids()
+        return self.evaluate_ids(ids, chars, batch_size)
+
+    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 16) -> Scores:
+        if len(ids) < 2:
+            raise DataError("the text to evaluate has fewer than 2 tokens; give more text")
+        seq_len = min(self.config.train.seq_len, 256)
+        return evaluate_stream(self.module, ids, chars, batch_size, seq_len, self.device)
+
+    def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
+        """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
+        pieces = tokens.split(text, self.vocab.level, self.vocab.lowercase)
+        ids = np.array(self.vocab.encode(pieces), dtype=np.int64)
+        unknown = int((ids == 0).sum())
+        return ids, predicted_chars(pieces, self.vocab.level), unknown
+
+    def validation_ids(self) -> tuple[np.ndarray, int, int]:
+        """The checkpoint's own validation split, read from its prepared data."""
+        from rnngen.prepare import open_prepared
+
+        directory = self.config.prepared_dir()
+        prepared = open_prepared(directory)
+        if prepared.vocab.tokens != self.vocab.tokens:
+            raise DataError(f"the prepared data in {directory} no longer matches {self.path}; pass --data FILE")
+        return prepared.ids("val"), prepared.val_chars, 0
+
+    # ----------------------------------------------------------------------- info
+
+    def info(self) -> dict:
+        summary = self.summary
+        val = summary.get("val") or {}
+        return {
+            "checkpoint": str(self.path),
+            "level": self.vocab.level,
+            "lowercase": self.vocab.lowercase,
+            "vocab_size": len(self.vocab),
+            "cell": self.model_args.get("cell"),
+            "num_layers": self.model_args.get("num_layers"),
+            "hidden_size": self.model_args.get("hidden_size"),
+            "embedding_dim": self.model_args.get("embedding_dim"),
+            "parameters": count_parameters(self.module),
+            "step": summary.get("step"),
+            "epoch": summary.get("epoch"),
+            "tokens_seen": summary.get("tokens"),
+            "training_minutes": round(summary.get("elapsed_s", 0.0) / 60, 2),
+            "best_val_loss": summary.get("best_val_loss"),
+            "val_loss": val.get("loss"),
+            "val_bpc": val.get("bpc"),
+            "format_version": self.payload.get("format_version"),
+            "rnngen_version": self.payload.get("rnngen_version"),
+            "config": self.config.to_dict(),
+        }
+
+
+def predicted_chars(pieces: list[str], level: str) -> int:
+    """Characters of the text made by every token after the first (what bits per character divides by)."""
+    if len(pieces) < 2:
+        return 0
+    if level == "char":
+        return len(pieces) - 1
+    return len(tokens.join(pieces, level)) - len(pieces[0])
+
+
+def load(path: str | Path, device: str = "cpu") -> Model:
+    """Load a checkpoint file, or a run directory's best.pt (else last.pt)."""
+    file = checkpoint_in(path)
+    return Model(checkpoint.load(file), file, device)

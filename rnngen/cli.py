@@ -1,0 +1,346 @@
+"""The command line: read options, call one library function, print the result.
+
+stdout carries only results (text, tables, JSON); everything else goes to stderr. User
+mistakes print one `Error:` line and exit 2; runtime failures exit 1; interruptions exit 130.
+Heavy modules (torch) are imported inside the commands so `--help` and `--version` are instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from rnngen import __version__, console
+from rnngen.errors import TrainingFailed, UserError, WriteError
+
+EXIT_INTERRUPTED = 130
+
+set_option = click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set train.lr=0.001 (repeatable)."
+)
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="rnngen")
+@click.option("-q", "--quiet", is_flag=True, help="Only results and errors; no progress or log lines.")
+@click.option("-v", "--verbose", is_flag=True, help="More detail on stderr.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def cli(quiet: bool, verbose: bool, debug: bool) -> None:
+    """Train recurrent language models (RNN, LSTM, GRU) on your text and write new text.
+
+    \b
+    Quick start:
+      rnngen train                                  # train on the built-in demo corpus
+      rnngen sample --seed "The " --length 200      # write text from the latest run
+    \b
+    Your own text:
+      rnngen train --set data.path=mybook.txt --set train.out_dir=runs/mybook
+      rnngen sample --run runs/mybook --seed Once --length 300 | less
+    """
+    console.set_verbosity(quiet=quiet, verbose=verbose)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _resolve(config_path, sets, flags, base=None):
+    """Resolve the config; with no config file and no data path, the built-in demo settings are the base."""
+    from rnngen.config import resolve
+
+    own_data = flags.get("data.path") or any(s.startswith("data.path=") for s in sets)
+    if config_path is None and base is None and not own_data:
+        from rnngen.demo import DEMO_CONFIG
+
+        base = DEMO_CONFIG
+    return resolve(config_path, sets, flags, base=base)
+
+
+def _echo(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+@cli.command()
+@config_option
+@click.argument("inputs", nargs=-1)
+@click.option("--level", type=click.Choice(["char", "word"]), help="Token level (data.level).")
+@click.option("--out", "out_dir", help="Prepared-data directory (data.prepared_dir).")
+@click.option("--force", is_flag=True, help="Prepare again even if the prepared data is up to date.")
+@set_option
+def prepare(config_path, inputs, level, out_dir, force, sets):
+    """Tokenize text, build the vocabulary and write token ids for training.
+
+    INPUT may be files, globs, directories (all text files below) or - for stdin; without
+    INPUT, data.path of the config is used (the built-in demo corpus if none).
+
+    \b
+    Example:
+      rnngen prepare data/hunger_games.txt --level word --out prepared/hunger
+    """
+    from rnngen.prepare import describe
+    from rnngen.prepare import prepare as run_prepare
+
+    flags = {"data.path": list(inputs) or None, "data.level": level, "data.prepared_dir": out_dir}
+    config = _resolve(config_path, sets, flags)
+    _echo(describe(run_prepare(config, force=force)))
+
+
+# --------------------------------------------------------------------------- train
+
+
+@cli.command()
+@config_option
+@set_option
+@click.option("--resume", is_flag=True, help="Continue the run in train.out_dir from its last.pt.")
+@click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (train.device).")
+def train(config_path, sets, resume, overwrite, device):
+    """Train a model; checkpoints, metrics and samples go to train.out_dir.
+
+    Without --config it trains on the built-in demo corpus. Ctrl-C saves last.pt and prints
+    the command that resumes. Prints the path of the best checkpoint on stdout.
+
+    \b
+    Examples:
+      rnngen train --config configs/hunger.yaml
+      rnngen train --config configs/hunger.yaml --set train.max_minutes=30 --resume
+    """
+    from rnngen.train import train as run_train
+
+    flags = {"train.device": device}
+    config = _resolve(config_path, sets, flags)
+
+    def resolve_again(saved: dict):
+        return _resolve(config_path, sets, flags, base=saved)
+
+    result = run_train(config, resume=resume, overwrite=overwrite, resolve_again=resolve_again)
+    if result.interrupted:
+        again = ["rnngen", "train"] + (["--config", config_path] if config_path else [])
+        again += ["--set", f"train.out_dir={result.run_dir}", "--resume"]
+        console.warn(f"training interrupted at step {result.step}; resume with:\n  {' '.join(again)}")
+        sys.exit(EXIT_INTERRUPTED)
+    best = result.run_dir / "best.pt"
+    _echo(f"{best if best.exists() else result.run_dir / 'last.pt'}\n")
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def _checkpoint_path(checkpoint, run, config_path, sets):
+    """--checkpoint, --run, --config (its out_dir) or runs/LATEST, in that order; only one may be given."""
+    from rnngen.runs import checkpoint_in, latest_run
+
+    given = [name for name, value in (("--checkpoint", checkpoint), ("--run", run)) if value]
+    if len(given) > 1:
+        raise click.UsageError("give only one of --checkpoint and --run")
+    if checkpoint:
+        return checkpoint
+    if run:
+        return checkpoint_in(run)
+    if config_path or any(s.startswith("train.out_dir=") for s in sets):
+        return checkpoint_in(_resolve(config_path, sets, {}).train.out_dir)
+    return checkpoint_in(latest_run())
+
+
+def _load_model(checkpoint, run, config_path, sets, device):
+    from rnngen.api import Model
+    from rnngen.checkpoint import load
+
+    path = _checkpoint_path(checkpoint, run, config_path, sets)
+    return Model(load(path), path, device)
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint file to sample from.")
+@click.option("--run", type=click.Path(), help="Run directory (uses its best.pt, else last.pt).")
+@config_option
+@set_option
+@click.option("--seed", help="Seed text to start from (a word, several words, or - to read stdin).")
+@click.option("--length", type=int, help="Tokens to generate after the seed.")
+@click.option("--temperature", type=float, help="Softmax temperature; 0 = greedy.")
+@click.option("--top-k", type=int, help="Draw only from the k most likely tokens.")
+@click.option("--top-p", type=float, help="Nucleus sampling: smallest set with this probability.")
+@click.option("--repetition-penalty", type=float, help="Penalise tokens already generated (1 = off).")
+@click.option("--num-samples", type=int, help="Samples generated together in one batch.")
+@click.option("--random-seed", type=int, help="Random seed for exactly repeatable output.")
+@click.option("--stop", multiple=True, help="End a sample when this text appears (repeatable).")
+@click.option("--max-time", type=float, help="Stop generating after this many seconds.")
+@click.option("--on-unknown", type=click.Choice(["error", "unk", "skip", "nearest"]), help="Seed tokens not in the vocabulary.")
+@click.option("--include-seed/--no-include-seed", default=None, help="Print the seed before the generated text.")
+@click.option("--separator", default="\n", show_default=repr("\n"), help="Printed between samples.")
+@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", help="text, or one JSON object per sample.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
+def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty,
+           num_samples, random_seed, stop, max_time, on_unknown, include_seed, separator, output_format, device):  # fmt: skip
+    """Write new text from a trained model.
+
+    Without --checkpoint, --run or --config it uses the latest training run (runs/LATEST).
+    Defaults come from the checkpoint's sample: section, then --config, --set and the flags.
+
+    \b
+    Examples:
+      rnngen sample --seed games --length 300
+      rnngen sample --run runs/hunger --num-samples 5 --temperature 0.7 --stop "\\n"
+      echo "Once upon" | rnngen sample --seed - --format jsonl | jq .text
+    """
+    from rnngen.config import resolve
+
+    if seed == "-":
+        seed = sys.stdin.read().rstrip("\n")
+    model = _load_model(checkpoint, run, config_path, sets, device)
+    flags = {
+        "sample.seed": seed, "sample.length": length, "sample.temperature": temperature, "sample.top_k": top_k,
+        "sample.top_p": top_p, "sample.repetition_penalty": repetition_penalty, "sample.num_samples": num_samples,
+        "sample.random_seed": random_seed, "sample.stop": list(stop) or None, "sample.max_time": max_time,
+        "sample.on_unknown": on_unknown, "sample.include_seed": include_seed,
+    }  # fmt: skip
+    settings = resolve(config_path, sets, flags, base=model.config.to_dict()).sample
+    options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
+    generation = model.generation(settings.seed, settings.on_unknown, **options)
+    show_seed = settings.include_seed and generation.samples[0].seed
+    if output_format == "jsonl":
+        for _ in generation:
+            pass
+        for s in generation.samples:
+            record = {"seed": s.seed, "text": s.text, "tokens": s.tokens, "mean_logprob": round(s.mean_logprob, 6),
+                      "stopped_by": s.stopped_by, "checkpoint": str(model.path), "settings": {**options, "seed": settings.seed}}  # fmt: skip
+            _echo(json.dumps(record, ensure_ascii=False) + "\n")
+    elif settings.num_samples == 1:  # stream as it is generated
+        if show_seed:
+            _echo(generation.samples[0].seed)
+        for pieces in generation:
+            if pieces[0]:
+                _echo(pieces[0])
+        _echo("\n")
+    else:
+        for _ in generation:
+            pass
+        texts = [(s.seed if show_seed else "") + s.text + "\n" for s in generation.samples]
+        _echo(separator.join(texts))
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+@cli.command()
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(), help="Checkpoint or run directory (repeatable).")
+@click.option("--data", "data_path", help="Text file to score, or - for stdin (default: each model's validation split).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+def evaluate(checkpoints, data_path, as_json, device):
+    """Loss, perplexity and bits per character of one or more checkpoints.
+
+    \b
+    Examples:
+      rnngen evaluate --checkpoint runs/hunger/best.pt
+      rnngen evaluate --checkpoint runs/a --checkpoint runs/b --data holdout.txt --json
+    """
+    from rnngen.api import load
+    from rnngen.runs import latest_run
+
+    text = _read_eval_text(data_path) if data_path else None
+    rows = []
+    for item in checkpoints or (str(latest_run()),):
+        model = load(item, device)
+        if text is None:
+            ids, chars, unknown = model.validation_ids()
+        else:
+            ids, chars, unknown = model.encode_text(text)
+        scores = model.evaluate_ids(ids, chars)
+        rows.append({"checkpoint": str(model.path), **scores.to_dict(), "unk_tokens": unknown,
+                     "oov_rate": unknown / max(len(ids), 1)})  # fmt: skip
+    rows.sort(key=lambda r: r["bpc"])
+    if as_json:
+        _echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2) + "\n")
+        return
+    header = f"{'checkpoint':<40} {'tokens':>10} {'loss':>8} {'ppl':>10} {'bpc':>7} {'oov':>7}\n"
+    lines = [
+        f"{r['checkpoint']:<40} {r['tokens']:>10,} {r['loss']:>8.4f} {r['perplexity']:>10.2f} {r['bpc']:>7.4f} {r['oov_rate']:>7.2%}\n"
+        for r in rows
+    ]
+    _echo(header + "".join(lines))
+
+
+def _read_eval_text(data_path: str) -> str:
+    from rnngen.sources import expand, read_text
+
+    return "".join(chunk for source in expand([data_path]) for chunk in read_text(source))
+
+
+# --------------------------------------------------------------------------- info
+
+
+@cli.command()
+@click.argument("target", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(target, as_json):
+    """Summary of a checkpoint or run directory: level, vocabulary, model, training, config."""
+    from rnngen.api import load
+
+    details = load(target).info()
+    if as_json:
+        _echo(json.dumps(details, indent=2, ensure_ascii=False) + "\n")
+        return
+    import yaml
+
+    config = details.pop("config")
+    lines = [f"{key:<18} {'-' if value is None else value}" for key, value in details.items()]
+    _echo("\n".join(lines) + "\nconfig:\n" + _indent(yaml.safe_dump(config, sort_keys=False, allow_unicode=True)))
+
+
+def _indent(text: str) -> str:
+    return "".join("  " + line for line in text.splitlines(keepends=True))
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI, turning errors into one clean line and the right exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="rnngen", standalone_mode=False)
+        _flush_stdout()
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(0)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except (UserError, TrainingFailed, WriteError) as e:
+        if debug:
+            raise
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 - the last line of defence against tracebacks
+        if debug:
+            raise
+        print(f"Error: unexpected {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """The reader went away (e.g. `| head`): point stdout at /dev/null so exit is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

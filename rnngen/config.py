@@ -1,0 +1,450 @@
+"""Typed settings: one frozen dataclass per config section, and the merge that builds them.
+
+Precedence: field defaults < YAML file < `--set section.key=value` < explicit flags. The field
+defaults below are the only defaults in the program. Every problem found is collected and
+reported at once as a ConfigError (exit 2) naming the key, the value, where it came from and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from rnngen.errors import ConfigError
+
+SECTIONS = ("data", "model", "train", "sample")
+
+
+def setting(default, help: str, *, min=None, max=None, above=None, below=None):
+    """A config field with its help text and range; `above`/`below` are exclusive bounds."""
+    bounds = {"min": min, "max": max, "above": above, "below": below}
+    kwargs = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return field(metadata={"help": help, **bounds}, **kwargs)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Optional[tuple[str, ...]] = setting(
+        None, "text file(s), glob(s) or directories to learn from; null = the built-in demo corpus"
+    )
+    level: Literal["char", "word"] = setting("char", "token level: char (every character) or word")
+    lowercase: bool = setting(False, "lowercase the text before tokenizing")
+    min_freq: int = setting(1, "tokens seen fewer times become <unk>", min=1)
+    max_vocab: Optional[int] = setting(None, "keep only the most frequent tokens (null = all)", min=2)
+    val_fraction: float = setting(0.05, "share of the text, taken from the END, used for validation", above=0, below=1)
+    prepared_dir: Optional[str] = setting(None, "where prepared data goes (null = <train.out_dir>/prepared)")
+    errors: Literal["strict", "replace"] = setting("strict", "invalid UTF-8: strict = stop with an error, replace = use U+FFFD")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: Literal["rnn", "lstm", "gru"] = setting("lstm", "recurrent cell: rnn (tanh/relu), lstm or gru")
+    nonlinearity: Literal["tanh", "relu"] = setting("tanh", "activation of the plain rnn cell")
+    embedding_dim: int = setting(256, "size of the learned token embedding", min=1)
+    hidden_size: int = setting(512, "size of the hidden state h_t of each layer", min=1)
+    num_layers: int = setting(2, "stacked recurrent layers", min=1)
+    dropout: float = setting(0.2, "dropout on embeddings, between layers and before the output", min=0, below=1)
+    tie_weights: bool = setting(False, "share the embedding and output matrices (needs embedding_dim == hidden_size)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = setting("runs/default", "run directory: config, checkpoints, metrics, samples")
+    batch_size: int = setting(64, "parallel token streams per step", min=1)
+    seq_len: int = setting(128, "truncated BPTT length: time steps per window", min=1)
+    max_steps: Optional[int] = setting(None, "stop after this many optimizer steps", min=1)
+    max_epochs: Optional[float] = setting(10, "stop after this many passes over the training text", above=0)
+    max_minutes: Optional[float] = setting(None, "stop after this much wall time", above=0)
+    target_loss: Optional[float] = setting(None, "stop once validation loss (nats/token) falls below this", above=0)
+    patience: Optional[int] = setting(None, "stop after this many evaluations without improvement", min=1)
+    optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd (with momentum)")
+    lr: float = setting(2e-3, "peak learning rate", above=0)
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd)", min=0)
+    momentum: float = setting(0.9, "sgd momentum", min=0, below=1)
+    lr_schedule: Literal["cosine", "constant", "plateau"] = setting(
+        "cosine", "after warmup: cosine decay, constant, or divide on a validation plateau"
+    )
+    warmup_steps: int = setting(50, "linear warmup steps", min=0)
+    min_lr_ratio: float = setting(0.1, "cosine decays to lr * min_lr_ratio", min=0, max=1)
+    decay_steps: Optional[int] = setting(
+        None, "length of the cosine decay in steps (null = from max_steps, max_epochs or max_minutes)", min=1
+    )
+    plateau_factor: float = setting(0.5, "plateau schedule: multiply lr by this when validation stalls", above=0, below=1)
+    grad_clip: Optional[float] = setting(1.0, "clip the global gradient norm to this (null = off)", above=0)
+    reset_state: bool = setting(False, "start every window from a zero hidden state instead of carrying it")
+    eval_every: int = setting(200, "evaluate, sample and save best.pt every N steps", min=1)
+    eval_batch_size: int = setting(16, "parallel streams used to run through the validation text", min=1)
+    save_every: int = setting(200, "save last.pt every N steps (and always when stopping)", min=1)
+    log_every: int = setting(20, "write a metrics row every N steps", min=1)
+    sample_length: int = setting(200, "tokens in the sample written at each evaluation (0 = none)", min=0)
+    seed: int = setting(1337, "random seed: the same seed repeats a CPU run exactly", min=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = setting("auto", "auto prefers cuda, then mps, then cpu")
+    threads: Optional[int] = setting(None, "CPU threads for torch (null = torch's default)", min=1)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    seed: Optional[str] = setting(None, "seed text the sample starts from (null = start of a line)")
+    length: int = setting(300, "tokens to generate after the seed", min=0)
+    temperature: float = setting(0.8, "softmax temperature; 0 = greedy argmax", min=0)
+    top_k: Optional[int] = setting(None, "draw only from the k most likely tokens", min=1)
+    top_p: Optional[float] = setting(None, "draw only from the smallest set with this much probability", above=0, max=1)
+    repetition_penalty: float = setting(1.0, "divide the odds of tokens already generated by this (1 = off)", above=0)
+    num_samples: int = setting(1, "samples generated together as one batch", min=1)
+    random_seed: Optional[int] = setting(None, "random seed for exactly repeatable samples", min=0)
+    stop: tuple[str, ...] = setting((), "end a sample when any of these texts appears")
+    max_time: Optional[float] = setting(None, "stop generating after this many seconds", above=0)
+    on_unknown: Literal["error", "unk", "skip", "nearest"] = setting(
+        "error", "seed tokens not in the vocabulary: error, map to <unk>, skip, or nearest known token"
+    )
+    include_seed: bool = setting(True, "print the seed before the generated text")
+
+
+SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        """Plain data only (lists, not tuples), safe for YAML, JSON and weights_only checkpoints."""
+        return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
+
+    def prepared_dir(self) -> Path:
+        return Path(self.data.prepared_dir or Path(self.train.out_dir) / "prepared")
+
+    def replace(self, **sections) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------- key catalogue
+
+
+def _hints(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTION_TYPES[section])
+
+
+def valid_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(SECTION_TYPES[s])]
+
+
+# Names other tools use for our keys: the "did you mean" for those that difflib cannot guess.
+ALIASES = {
+    "learning_rate": "lr", "epochs": "max_epochs", "steps": "max_steps", "iters": "max_steps",
+    "max_iters": "max_steps", "hidden": "hidden_size", "rnn_size": "hidden_size", "layers": "num_layers",
+    "n_layer": "num_layers", "batch": "batch_size", "bptt": "seq_len", "seq_length": "seq_len",
+    "block_size": "seq_len", "clip": "grad_clip", "embed_dim": "embedding_dim", "emsize": "embedding_dim",
+    "model_type": "cell", "rnn_type": "cell", "type": "cell", "tied": "tie_weights", "temp": "temperature",
+}  # fmt: skip
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    section, _, name = key.partition(".")
+    if name in ALIASES:
+        aliased = [c for c in candidates if c.endswith("." + ALIASES[name])]
+        if aliased:
+            return f"; did you mean `{aliased[0]}`?"
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not close and "." in key:  # a right key under the wrong section, or a near miss of the name alone
+        tail = key.split(".", 1)[1]
+        names = {c.split(".", 1)[1]: c for c in candidates}
+        found = difflib.get_close_matches(tail, list(names), n=1, cutoff=0.6)
+        close = [names[found[0]]] if found else []
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+# --------------------------------------------------------------------------- coercion
+
+
+def _describe(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in typing.get_args(hint) if a is not type(None)]
+        return " or ".join(parts) + " or null"
+    if origin is tuple:
+        return "a text or a list of texts"
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(hint, str(hint))
+
+
+class _Bad(Exception):
+    """One value that does not fit its key; the message says what is allowed."""
+
+
+def _coerce(value, hint):
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0])
+    if value is None:
+        raise _Bad(f"must be {_describe(hint)}, not null")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise _Bad(f"must be {_describe(hint)}")
+        return value
+    if origin is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise _Bad("must be a text or a list of texts")
+        return tuple(items)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Bad("must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Bad("must be a whole number")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _Bad("must be a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _Bad("must be a finite number")
+        return float(value)
+    if hint is str:
+        if isinstance(value, bool):
+            raise _Bad("must be a text (quote it: YAML reads yes/no/true/false as booleans)")
+        if isinstance(value, (int, float)):
+            return str(value)
+        if not isinstance(value, str):
+            raise _Bad("must be a text")
+        return value
+    raise AssertionError(f"unsupported config type {hint}")  # pragma: no cover - programming error
+
+
+def _check_range(value, meta) -> str | None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if meta.get("min") is not None and value < meta["min"]:
+        return f"must be at least {meta['min']}"
+    if meta.get("max") is not None and value > meta["max"]:
+        return f"must be at most {meta['max']}"
+    if meta.get("above") is not None and meta.get("below") is not None:
+        if not meta["above"] < value < meta["below"]:
+            return f"must be between {meta['above']} and {meta['below']} (both excluded)"
+    if meta.get("above") is not None and value <= meta["above"]:
+        return f"must be greater than {meta['above']}"
+    if meta.get("below") is not None and value >= meta["below"]:
+        low = meta.get("min", meta.get("above"))
+        return f"must be {'at least ' + str(low) + ' and ' if low is not None else ''}below {meta['below']}"
+    return None
+
+
+# --------------------------------------------------------------------------- YAML loading
+
+
+def _yaml_loader():
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+    def construct_mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key `{key}` (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return StrictLoader
+
+
+def load_yaml_file(path: str | Path) -> dict:
+    """Read a config file into a mapping; syntax errors name the file and line."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path (ready configs are in configs/)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        hint = " (YAML does not allow tabs for indentation; use spaces)" if "\t" in problem or "'\\t'" in problem else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}{hint}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: a config must be a mapping of sections (data:, model:, train:, sample:), got {type(data).__name__}"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`section.key=value` -> (dotted key, value parsed as YAML; raw text for text keys)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, for example --set train.lr=0.001")
+    section, name = key.split(".", 1)
+    hint = _hints(section).get(name) if section in SECTION_TYPES else None
+    if hint is str or hint == Optional[str]:
+        return key, (None if raw.strip() in ("null", "~") else raw)
+    try:
+        return key, yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return key, raw
+
+
+def resolve(
+    config_path: str | Path | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    flags: dict[str, Any] | None = None,
+    base: dict | None = None,
+) -> Config:
+    """Build a Config from defaults, an optional base mapping, a YAML file, --set items and flags.
+
+    `base` is a resolved config dict (from a checkpoint or a run) that stands in for the defaults.
+    """
+    layers: list[tuple[str, dict]] = []
+    if base is not None:
+        layers.append(("the checkpoint", base))
+    if config_path is not None:
+        layers.append((str(config_path), load_yaml_file(config_path)))
+    set_values: dict[str, dict] = {}
+    for item in sets:
+        key, value = parse_set(item)
+        section, name = key.split(".", 1)
+        set_values.setdefault(section, {})[name] = value
+    if set_values:
+        layers.append(("--set", set_values))
+    flag_values: dict[str, dict] = {}
+    for key, value in (flags or {}).items():
+        if value is not None:
+            section, name = key.split(".", 1)
+            flag_values.setdefault(section, {})[name] = value
+    if flag_values:
+        layers.append(("the command line", flag_values))
+    return build(layers)
+
+
+def build(layers: list[tuple[str, dict]]) -> Config:
+    """Merge (origin, mapping) layers over the defaults, coerce and check every value."""
+    problems: list[str] = []
+    merged: dict[str, dict[str, tuple[Any, str]]] = {s: {} for s in SECTIONS}
+    keys = valid_keys()
+    for origin, mapping in layers:
+        for section, values in mapping.items():
+            if section not in SECTION_TYPES:
+                problems.append(f"unknown section `{section}` in {origin}{_suggest(str(section), list(SECTIONS))}")
+                continue
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                problems.append(f"`{section}` in {origin} must be a mapping of keys, got {values!r}")
+                continue
+            hints = _hints(section)
+            for name, value in values.items():
+                if name not in hints:
+                    problems.append(f"unknown key `{section}.{name}` in {origin}{_suggest(f'{section}.{name}', keys)}")
+                    continue
+                merged[section][name] = (value, origin)
+
+    sections = {}
+    for section in SECTIONS:
+        cls = SECTION_TYPES[section]
+        hints = _hints(section)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in merged[section]:
+                continue
+            raw, origin = merged[section][f.name]
+            try:
+                value = _coerce(raw, hints[f.name])
+            except _Bad as e:
+                problems.append(f"{section}.{f.name}: {e} (got {raw!r}, from {origin})")
+                continue
+            out_of_range = _check_range(value, f.metadata)
+            if out_of_range:
+                problems.append(f"{section}.{f.name}: {out_of_range} (got {raw!r}, from {origin})")
+                continue
+            values[f.name] = value
+        sections[section] = cls(**values)
+    config = Config(**sections)
+    if not problems:
+        problems.extend(check(config))
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError(f"{len(problems)} problems in the config:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def check(config: Config) -> list[str]:
+    """Rules that involve more than one key."""
+    problems = []
+    m, t = config.model, config.train
+    if m.tie_weights and m.embedding_dim != m.hidden_size:
+        problems.append(
+            f"model.tie_weights needs model.embedding_dim == model.hidden_size "
+            f"(got {m.embedding_dim} and {m.hidden_size}); make them equal or set tie_weights: false"
+        )
+    if not any(v is not None for v in (t.max_steps, t.max_epochs, t.max_minutes, t.target_loss, t.patience)):
+        problems.append(
+            "train: no stop condition; set at least one of max_steps, max_epochs, max_minutes, target_loss, patience"
+        )
+    return problems
+
+
+def from_dict(data: dict, origin: str = "the checkpoint") -> Config:
+    """Rebuild a Config from its plain-dict form (checkpoints, saved run configs)."""
+    return build([(origin, data)])
+
+
+def to_yaml(config: Config) -> str:
+    import yaml
+
+    header = "# Resolved rnngen config: every key, with the value this run used.\n"
+    return header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def reference() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, help) for every key: the README's config reference is made from this."""
+    rows = []
+    for section in SECTIONS:
+        for f in dataclasses.fields(SECTION_TYPES[section]):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{section}.{f.name}", default, f.metadata["help"]))
+    return rows

@@ -1,0 +1,69 @@
+"""Loss, perplexity and bits per character of a model over a token stream.
+
+The hidden state runs through the text in order, as in training: the stream is folded into
+parallel rows, each row is read window by window with its state carried, and a leftover tail
+continues the last row. Every token after the first is predicted exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from rnngen.batches import evaluation_blocks, to_tensor
+from rnngen.model import detach_state, select_streams
+
+
+@dataclass
+class Scores:
+    loss: float  # mean nats per predicted token
+    perplexity: float
+    bpc: float  # total bits over the characters of the predicted text
+    tokens: int  # predicted tokens
+    chars: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def scores_from(total_nats: float, tokens: int, chars: int) -> Scores:
+    loss = total_nats / max(tokens, 1)
+    return Scores(
+        loss=loss,
+        perplexity=math.exp(min(loss, 700.0)),
+        bpc=total_nats / math.log(2) / max(chars, 1),
+        tokens=tokens,
+        chars=chars,
+    )
+
+
+@torch.no_grad()
+def total_loss(model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> tuple[float, int]:
+    """Sum of -ln p(next token) over the stream, and the number of predictions."""
+    was_training = model.training
+    model.eval()
+    inputs, targets, tail = evaluation_blocks(ids, batch_size)
+    total = 0.0
+    state = None
+    for start in range(0, inputs.shape[1], seq_len):
+        x = to_tensor(inputs[:, start : start + seq_len], device)
+        y = to_tensor(targets[:, start : start + seq_len], device)
+        loss, state = model.loss(x, y, state, reduction="sum")
+        total += loss.item()
+        state = detach_state(state)
+    count = inputs.size
+    if tail is not None:
+        state = select_streams(state, slice(-1, None)) if state is not None else None
+        tail_loss, _ = model.loss(to_tensor(tail[0], device), to_tensor(tail[1], device), state, reduction="sum")
+        total += tail_loss.item()
+        count += tail[0].size
+    model.train(was_training)
+    return total, count
+
+
+def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, seq_len: int, device) -> Scores:
+    total, count = total_loss(model, ids, batch_size, seq_len, device)
+    return scores_from(total, count, chars)

@@ -1,0 +1,257 @@
+"""Prepare data: sources -> tokens -> vocabulary -> token ids on disk, streaming.
+
+Layout of a prepared directory:
+
+    vocab.json   the vocabulary, one token per line with its count (id = position)
+    train.bin    training token ids, flat little-endian uint16 (int32 above 65,535 tokens)
+    val.bin      validation token ids: the LAST val_fraction of the text, contiguous
+    meta.json    sources (size, mtime, sha256), tokenizer settings, counts, dtype
+
+Pass 1 tokenizes the text chunk by chunk, gives every distinct token a provisional id in order
+of first appearance and writes those ids to a temporary file; memory holds only the distinct
+tokens. Pass 2 maps provisional ids to final ids (frequency order) with one table lookup per
+chunk and splits the stream into train and val. The text itself is never held whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnngen import console, tokens
+from rnngen.config import Config
+from rnngen.errors import DataError
+from rnngen.fileio import atomic_path, write_json, write_text
+from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
+from rnngen.vocab import Vocab
+
+FORMAT_VERSION = 1
+ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
+FLUSH_TOKENS = 1 << 20  # provisional ids buffered before writing
+
+
+@dataclass
+class Prepared:
+    """A prepared-data directory, opened: the vocabulary, the metadata and the id files."""
+
+    directory: Path
+    meta: dict
+    vocab: Vocab
+
+    def ids(self, split: str) -> np.ndarray:
+        """Memory-mapped token ids of "train" or "val" (nothing is read until it is used)."""
+        count = self.meta["counts"][f"{split}_tokens"]
+        return np.memmap(self.directory / f"{split}.bin", dtype=self.meta["dtype"], mode="r", shape=(count,))
+
+    @property
+    def val_chars(self) -> int:
+        return self.meta["counts"]["val_chars"]
+
+
+def _settings(config: Config) -> dict:
+    d = config.data
+    return {
+        "level": d.level,
+        "lowercase": d.lowercase,
+        "min_freq": d.min_freq,
+        "max_vocab": d.max_vocab,
+        "val_fraction": d.val_fraction,
+        "errors": d.errors,
+    }
+
+
+def prepare(config: Config, force: bool = False) -> Prepared:
+    """Return the prepared data for `config`, building it only when missing or stale."""
+    sources = expand(config.data.path)
+    out_dir = config.prepared_dir()
+    if not force:
+        existing = _load_if_fresh(out_dir, sources, _settings(config))
+        if existing is not None:
+            console.detail(f"prepared data in {out_dir} is up to date; reusing it")
+            return existing
+    return _build(config, sources, out_dir)
+
+
+def open_prepared(directory: str | Path) -> Prepared:
+    directory = Path(directory)
+    try:
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        vocab_data = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"prepared data in {directory} is missing or unreadable ({e}); run `rnngen prepare` again") from None
+    vocab = Vocab([t for t, _ in vocab_data["tokens"]], vocab_data["level"], vocab_data["lowercase"])
+    return Prepared(directory, meta, vocab)
+
+
+def _load_if_fresh(out_dir: Path, sources: list[Source], settings: dict) -> Prepared | None:
+    meta_path = out_dir / "meta.json"
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("format_version") != FORMAT_VERSION or meta.get("settings") != settings:
+        return None
+    recorded = meta.get("sources", [])
+    if [s["name"] for s in recorded] != [s.name for s in sources]:
+        return None
+    for old, new in zip(recorded, sources):
+        if new.name == STDIN_NAME:
+            return None  # stdin cannot be checked without reading it: always prepare again
+        if new.name == DEMO_NAME:
+            if old["sha256"] != hashlib.sha256(demo_text().encode("utf-8")).hexdigest():
+                return None
+        elif old["size"] != new.size or (old["mtime_ns"] != new.mtime_ns and old["sha256"] != file_sha256(new.name)):
+            return None
+    if not all((out_dir / f).exists() for f in ("vocab.json", "train.bin", "val.bin")):
+        return None
+    return open_prepared(out_dir)
+
+
+def _word_pieces(chunks, carry_limit: int = 1 << 20):
+    """Re-cut text chunks at white space so no word is split between two chunks."""
+    carry = ""
+    for chunk in chunks:
+        text = carry + chunk
+        cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+        if cut < 0 and len(text) < carry_limit:
+            carry = text
+            continue
+        if cut < 0:  # one enormous word: cutting it is better than holding it
+            cut = len(text) - 1
+        carry = text[cut + 1 :]
+        yield text[: cut + 1]
+    if carry:
+        yield carry
+
+
+def _build(config: Config, sources: list[Source], out_dir: Path) -> Prepared:
+    data = config.data
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index: dict[str, int] = {}
+    total_tokens = 0
+    total_chars = 0
+    known_size = all(s.is_file for s in sources)
+    bar = console.progress(
+        total=sum(s.size for s in sources) if known_size else None, unit="B", unit_scale=True, desc="prepare"
+    )
+    console.info(f"preparing {len(sources)} source(s) at {data.level} level into {out_dir}")
+    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".provisional-", suffix=".bin", delete=False) as tmp:
+        provisional_path = Path(tmp.name)
+    try:
+        with open(provisional_path, "wb") as provisional:
+            for source in sources:
+                chunks = read_text(source, data.errors)
+                pieces = _word_pieces(chunks) if data.level == "word" else chunks
+                for text in pieces:
+                    total_chars += len(text)
+                    bar.update(len(text.encode("utf-8", "surrogatepass")) if known_size else 0)
+                    found = tokens.split(text, data.level, data.lowercase)
+                    for new in set(found).difference(index):
+                        index[new] = len(index)
+                    ids = np.fromiter(map(index.__getitem__, found), dtype=np.int32, count=len(found))
+                    ids.tofile(provisional)
+                    total_tokens += len(found)
+        bar.close()
+        if total_tokens == 0:
+            names = ", ".join(s.name for s in sources)
+            raise DataError(f"no text found in {names}; the input is empty (or only white space at word level)")
+        return _write_prepared(config, sources, out_dir, provisional_path, index, total_tokens, total_chars)
+    finally:
+        bar.close()
+        provisional_path.unlink(missing_ok=True)
+
+
+def _write_prepared(config, sources, out_dir, provisional_path, index, total_tokens, total_chars) -> Prepared:
+    data = config.data
+    provisional = np.memmap(provisional_path, dtype=np.int32, mode="r", shape=(total_tokens,))
+    counts = np.zeros(len(index), dtype=np.int64)
+    for start in range(0, total_tokens, ID_CHUNK):
+        counts += np.bincount(provisional[start : start + ID_CHUNK], minlength=len(index))
+    strings = list(index)  # provisional id -> token string (dicts keep insertion order)
+    vocab = Vocab.build(dict(zip(strings, counts.tolist())), data.level, data.lowercase, data.min_freq, data.max_vocab)
+    dtype = np.uint16 if len(vocab) <= 65535 else np.int32
+    table = np.array([vocab.index.get(t, 0) for t in strings], dtype=dtype)
+
+    val_tokens = max(2, round(total_tokens * data.val_fraction))
+    train_tokens = total_tokens - val_tokens
+    if train_tokens < 2:
+        raise DataError(
+            f"the corpus has only {total_tokens} tokens, too few to split into training and validation text; "
+            "give rnngen more text"
+        )
+    with atomic_path(out_dir / "train.bin") as train_tmp, atomic_path(out_dir / "val.bin") as val_tmp:
+        with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
+            for start in range(0, total_tokens, ID_CHUNK):
+                final = table[provisional[start : start + ID_CHUNK]]
+                cut = min(max(train_tokens - start, 0), len(final))
+                final[:cut].tofile(train_file)
+                final[cut:].tofile(val_file)
+
+    unk_tokens = int(counts[table == 0].sum())
+    val_chars = _text_chars(provisional[train_tokens:], strings, data.level)
+    del provisional
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "settings": _settings(config),
+        "sources": [s.to_dict() for s in sources],
+        "dtype": np.dtype(dtype).name,
+        "counts": {
+            "tokens": total_tokens,
+            "chars": total_chars,
+            "train_tokens": train_tokens,
+            "val_tokens": val_tokens,
+            "val_chars": val_chars,
+            "vocab_size": len(vocab),
+            "unk_tokens": unk_tokens,
+        },
+    }
+    _write_vocab(out_dir / "vocab.json", vocab, dict(zip(strings, counts.tolist())))
+    write_json(out_dir / "meta.json", meta)  # written last: its presence means the rest is complete
+    console.info(
+        f"prepared {total_tokens:,} tokens ({train_tokens:,} train, {val_tokens:,} val), "
+        f"vocabulary {len(vocab):,}, {unk_tokens:,} <unk> -> {out_dir}"
+    )
+    return Prepared(out_dir, meta, vocab)
+
+
+def _text_chars(ids: np.ndarray, strings: list[str], level: str) -> int:
+    """Characters of the text made by the tokens after the first (the ones a model predicts).
+
+    Bits per character divides by this, so char and word models can be compared.
+    """
+    if len(ids) < 2:
+        return 0
+    if level == "char":
+        return len(ids) - 1
+    detokenizer = tokens.Detokenizer()
+    detokenizer.piece(strings[ids[0]])  # the first token is context only
+    total = 0
+    for start in range(1, len(ids), ID_CHUNK):
+        total += sum(len(detokenizer.piece(strings[i])) for i in ids[start : start + ID_CHUNK].tolist())
+    return total
+
+
+def _write_vocab(path: Path, vocab: Vocab, counts: dict[str, int]) -> None:
+    """One token per line, so the file reads (and diffs) like a word list."""
+    rows = [json.dumps([t, counts.get(t, 0)], ensure_ascii=False) for t in vocab.tokens]
+    body = ",\n  ".join(rows)
+    header = json.dumps({"level": vocab.level, "lowercase": vocab.lowercase, "unk": vocab.tokens[0]}, ensure_ascii=False)
+    write_text(path, header[:-1] + ', "tokens": [\n  ' + body + "\n]}\n")
+
+
+def describe(prepared: Prepared) -> str:
+    """A short human summary of a prepared directory (printed by `rnngen prepare`)."""
+    c = prepared.meta["counts"]
+    return (
+        f"{prepared.directory}\n"
+        f"  level {prepared.meta['settings']['level']}, vocabulary {c['vocab_size']:,}, dtype {prepared.meta['dtype']}\n"
+        f"  tokens {c['tokens']:,}: train {c['train_tokens']:,}, val {c['val_tokens']:,} ({c['unk_tokens']:,} <unk>)\n"
+    )
+

@@ -1,0 +1,252 @@
+"""Generate text: warm the hidden state with the seed, then draw one token at a time.
+
+Each step feeds only the newest token and the carried state (never the whole history), turns
+the logits into a distribution (repetition penalty, temperature, top-k, top-p) and draws from
+it. Several samples run together as one batch, sharing the warmed seed state.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from rnngen import console, tokens
+from rnngen.errors import UserError
+from rnngen.vocab import UNK_ID, Vocab
+
+
+@dataclass
+class DecodeOptions:
+    length: int = 300
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    num_samples: int = 1
+    random_seed: int | None = None
+    stop: tuple[str, ...] = ()
+    max_time: float | None = None
+
+    @classmethod
+    def from_config(cls, sample_config) -> "DecodeOptions":
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in vars(sample_config).items() if k in names})
+
+
+# --------------------------------------------------------------------------- the maths
+
+
+def filter_top_k(logits: torch.Tensor, k: int | None) -> torch.Tensor:
+    """Keep the k largest logits of each row (B, V); the rest become -inf."""
+    if k is None or k >= logits.size(-1):
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float | None) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probability reaches p (nucleus sampling)."""
+    if p is None or p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+    drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= p  # mass before this token already reaches p
+    drop[..., 0] = False  # the most likely token always stays
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make tokens already generated less likely: positive logits divided, negative multiplied."""
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def draw(logits: torch.Tensor, options: DecodeOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """One token id per row of logits (B, V), following the decoding options."""
+    if options.temperature == 0:
+        return logits.argmax(dim=-1)  # greedy
+    logits = filter_top_p(filter_top_k(logits / options.temperature, options.top_k), options.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def encode_seed(vocab: Vocab, seed: str | None, on_unknown: str = "error") -> list[int]:
+    """Seed text -> token ids with the model's own tokenizer; unknown tokens handled per on_unknown."""
+    if seed is None or seed == "":
+        start = "\n" if "\n" in vocab.index else vocab.tokens[min(1, len(vocab) - 1)]
+        return [vocab.index[start]]
+    pieces = tokens.split(seed, vocab.level, vocab.lowercase)
+    if not pieces:
+        raise UserError(f"the seed text {seed!r} has no tokens at {vocab.level} level; give a seed with some text in it")
+    unknown = vocab.unknown(pieces)
+    if unknown:
+        pieces = _resolve_unknown(vocab, pieces, unknown, on_unknown)
+    if not pieces:
+        raise UserError(f"no token of the seed {seed!r} is in the vocabulary; choose another seed")
+    return vocab.encode(pieces)
+
+
+def _resolve_unknown(vocab: Vocab, pieces: list[str], unknown: list[str], mode: str) -> list[str]:
+    shown = ", ".join(repr(t) for t in unknown[:10])
+    if mode == "error":
+        hints = []
+        for token in unknown[:5]:
+            near = vocab.nearest(token)
+            if near:
+                hints.append(f"{token!r} -> {' / '.join(repr(n) for n in near)}")
+        suggestion = f"; closest known: {'; '.join(hints)}" if hints else ""
+        raise UserError(
+            f"seed token(s) not in the model's vocabulary: {shown}{suggestion}. "
+            "Choose another seed, or pass --on-unknown unk|skip|nearest"
+        )
+    if mode == "unk":
+        console.info(f"seed: mapped {shown} to <unk>")
+        return [vocab.tokens[UNK_ID] if t in unknown else t for t in pieces]
+    if mode == "skip":
+        console.info(f"seed: skipped {shown}")
+        return [t for t in pieces if t not in unknown]
+    replaced, out = {}, []
+    for token in pieces:
+        if token in unknown:
+            near = vocab.nearest(token, n=1)
+            replaced[token] = near[0] if near else vocab.tokens[UNK_ID]
+            token = replaced[token]
+        out.append(token)
+    console.info("seed: replaced " + ", ".join(f"{k!r} with {v!r}" for k, v in replaced.items()))
+    return out
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class _StopWatch:
+    """Text of one sample; holds back just enough characters to catch a stop text that spans pieces."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.emitted = 0
+        self.done = False
+
+    def add(self, piece: str) -> str:
+        self.text += piece
+        for stop in self.stops:
+            found = self.text.find(stop, self.emitted)
+            if found >= 0:
+                self.text = self.text[:found]
+                self.done = True
+                return self.flush()
+        safe = max(self.emitted, len(self.text) - self.hold)
+        out, self.emitted = self.text[self.emitted : safe], safe
+        return out
+
+    def flush(self) -> str:
+        out, self.emitted = self.text[self.emitted :], len(self.text)
+        return out
+
+
+@dataclass
+class Sample:
+    seed: str
+    text: str = ""  # generated text only
+    tokens: int = 0
+    logprob_sum: float = 0.0
+    stopped_by: str = field(default="length")
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob_sum / self.tokens if self.tokens else 0.0
+
+
+class Generation:
+    """Iterating yields, after every step, the new text of each sample ("" once it has stopped).
+
+    When the iteration ends, `samples` holds the finished records (text, token count, log-prob).
+    """
+
+    def __init__(self, model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = ""):
+        self.model, self.vocab, self.seed_ids, self.options = model, vocab, seed_ids, options
+        self.device = device or next(model.parameters()).device
+        self.samples = [Sample(seed=seed) for _ in range(options.num_samples)]
+
+    @torch.inference_mode()
+    def __iter__(self) -> Iterator[list[str]]:
+        model, vocab, options, device = self.model, self.vocab, self.options, self.device
+        n = options.num_samples
+        model.eval()
+        generator = None
+        if options.random_seed is not None:
+            generator = torch.Generator(device=device).manual_seed(options.random_seed)
+        seed_tensor = torch.tensor([self.seed_ids], dtype=torch.long, device=device)  # (1, S)
+        logits, state = model(seed_tensor, None)  # warm the state on the seed, once for all samples
+        logits = logits[:, -1].expand(n, -1)  # (N, V)
+        state = _repeat_state(state, n)
+        seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
+        watches = [_StopWatch(options.stop) for _ in range(n)]
+        detokenizers = [tokens.Detokenizer() for _ in range(n)]
+        if vocab.level == "word":
+            for detokenizer in detokenizers:
+                for token in vocab.decode(self.seed_ids):
+                    detokenizer.piece(token)
+        started = time.monotonic()
+        for _ in range(options.length):
+            if options.max_time is not None and time.monotonic() - started > options.max_time:
+                for sample, watch in zip(self.samples, watches):
+                    sample.stopped_by = sample.stopped_by if watch.done else "max_time"
+                break
+            logits = penalise_repeats(logits.float(), seen, options.repetition_penalty)
+            next_ids = draw(logits, options, generator)  # (N,)
+            logprobs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)  # (N,)
+            seen[torch.arange(n, device=device), next_ids] = True
+            out = []
+            for sample, watch, detokenizer, token_id, logprob in zip(
+                self.samples, watches, detokenizers, next_ids.tolist(), logprobs.tolist()
+            ):
+                if watch.done:
+                    out.append("")
+                    continue
+                token = vocab.tokens[token_id]
+                piece = detokenizer.piece(token) if vocab.level == "word" else token
+                sample.tokens += 1
+                sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
+                out.append(watch.add(piece))
+                if watch.done:
+                    sample.stopped_by = "stop"
+            yield out
+            if all(w.done for w in watches):
+                break
+            logits, state = model(next_ids[:, None], state)  # (N, 1, V): one step, state carried
+            logits = logits[:, -1]
+        yield [w.flush() for w in watches]
+        for sample, watch in zip(self.samples, watches):
+            sample.text = watch.text
+
+
+def _repeat_state(state, n: int):
+    if isinstance(state, tuple):
+        return tuple(_repeat_state(s, n) for s in state)
+    if state is None or n == 1:
+        return state
+    return state.repeat_interleave(n, dim=1) if state.dim() == 3 else state.repeat_interleave(n, dim=0)
+
+
+def seed_text(vocab: Vocab, seed_ids: list[int]) -> str:
+    return tokens.join(vocab.decode(seed_ids), vocab.level)
+
+
+def generate(model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = "") -> list[Sample]:
+    """Run generation to the end and return the samples."""
+    generation = Generation(model, vocab, seed_ids, options, device, seed)
+    for _ in generation:
+        pass
+    return generation.samples

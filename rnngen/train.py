@@ -1,0 +1,457 @@
+"""The training loop: truncated BPTT over parallel token streams, with checkpoints you can trust.
+
+One step: set the learning rate, read a (B, T) window, run the model from the carried hidden
+state, cross-entropy, backward, clip the global gradient norm, optimizer step, detach the state.
+Around it: metrics rows, evaluation, best.pt / last.pt saves and the stop conditions. Every file
+is written atomically, Ctrl-C and SIGTERM finish the step and save, and `--resume` restores the
+weights, optimizer, schedule, data position, hidden state and RNG states, so the resumed run
+matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rnngen import checkpoint, console
+from rnngen import config as config_module
+from rnngen.batches import TokenStreams
+from rnngen.config import Config
+from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
+from rnngen.errors import DataError, TrainingFailed, UserError
+from rnngen.evaluate import Scores, evaluate_stream
+from rnngen.fileio import write_text
+from rnngen.model import build_model, count_parameters, detach_state, model_args
+from rnngen.prepare import Prepared, prepare
+from rnngen.runs import RunLock, RunPaths, mark_latest
+from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
+
+METRICS_COLUMNS = [
+    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
+    "lr", "grad_norm", "clip_rate", "tokens_per_s",
+]  # fmt: skip
+MAX_BAD_STEPS = 5  # consecutive non-finite steps before training gives up
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def schedule_progress(train_config, step: int, elapsed_s: float, windows_per_epoch: int) -> float:
+    """How far along the decay is, 0..1: from decay_steps, else the nearest of the step/epoch/time limits."""
+    t = train_config
+    if t.decay_steps:
+        return min(step / t.decay_steps, 1.0)
+    fractions = []
+    if t.max_steps:
+        fractions.append(step / t.max_steps)
+    if t.max_epochs:
+        fractions.append(step / (t.max_epochs * windows_per_epoch))
+    if t.max_minutes:
+        fractions.append(elapsed_s / (t.max_minutes * 60))
+    return min(max(fractions, default=0.0), 1.0)
+
+
+def learning_rate(train_config, step: int, progress: float) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio (or constant): a pure function."""
+    t = train_config
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.lr_schedule != "cosine":
+        return t.lr
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainerState:
+    """Everything besides weights and optimizer that a resume needs."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0  # next window of the epoch
+    tokens: int = 0
+    elapsed_s: float = 0.0  # training wall time, summed over resumes
+    lr_scale: float = 1.0  # lowered after non-finite losses and on validation plateaus
+    best_val_loss: float = math.inf
+    evals_since_best: int = 0
+    last_val: dict | None = None
+    last_train_loss: float | None = None
+    hidden: list | None = None  # carried hidden state (tensors)
+    skipped_steps: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    reason: str
+    best_val_loss: float
+    last_val: dict | None = None
+    interrupted: bool = False
+    notes: list = field(default_factory=list)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, saves and exits."""
+
+    def __init__(self):
+        self.signal_name = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): keep the defaults
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        console.info(f"\n{self.signal_name} received: finishing this step and saving last.pt ...")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def train(config: Config, resume: bool = False, overwrite: bool = False, resolve_again=None) -> TrainResult:
+    """Train the model that `config` describes; `resolve_again(base)` re-resolves it over a checkpoint's config."""
+    paths = RunPaths(config.train.out_dir)
+    with RunLock(paths):
+        previous = None
+        if paths.last.exists() and not resume and not overwrite:
+            raise UserError(
+                f"{paths.root} already holds a training run (last.pt); continue it with --resume, "
+                "start over with --overwrite, or set a different train.out_dir"
+            )
+        if resume:
+            if not paths.last.exists():
+                raise UserError(f"nothing to resume: {paths.last} does not exist; start the run without --resume")
+            previous = checkpoint.load(paths.last)
+            config = _config_for_resume(config, previous, resolve_again)
+        elif overwrite:
+            for stale in (paths.last, paths.best, paths.metrics):
+                stale.unlink(missing_ok=True)
+        return Trainer(config, paths, previous).run()
+
+
+def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
+    """Architecture and data come from the checkpoint; the rest from the command line over the saved config."""
+    saved = previous[checkpoint.CONFIG]
+    merged = resolve_again(saved) if resolve_again else config
+    saved_config = config_module.from_dict(saved)
+    for section in ("model", "data"):
+        ours, theirs = getattr(merged, section), getattr(saved_config, section)
+        if ours != theirs:
+            changed = [k for k in vars(ours) if getattr(ours, k) != getattr(theirs, k)]
+            console.warn(f"--resume keeps the checkpoint's {section} settings; ignoring changes to {', '.join(changed)}")
+    return merged.replace(model=saved_config.model, data=saved_config.data)
+
+
+class Trainer:
+    def __init__(self, config: Config, paths: RunPaths, previous: dict | None):
+        self.config = config
+        self.paths = paths
+        t = config.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        seed_everything(t.seed)
+        self.prepared: Prepared = prepare(config)
+        self.vocab = self.prepared.vocab
+        self.streams = TokenStreams(self.prepared.ids("train"), t.batch_size, t.seq_len)
+        self.val_ids = self.prepared.ids("val")
+        if len(self.val_ids) < 2:
+            raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
+        self.model_args = model_args(config.model, len(self.vocab))
+        self.model = build_model(self.model_args).to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.state = TrainerState()
+        self.metrics_rows: list[dict] = []
+        if previous is not None:
+            self._restore(previous)
+        self.hidden = self._hidden_to_device(self.state.hidden)
+
+    def _make_optimizer(self):
+        t = self.config.train
+        params = list(self.model.parameters())
+        if t.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+    def _restore(self, previous: dict) -> None:
+        if previous[checkpoint.VOCAB]["tokens"] != self.vocab.tokens:
+            raise UserError(
+                f"the prepared data's vocabulary differs from the checkpoint's in {self.paths.root}; "
+                "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
+            )
+        self.model.load_state_dict(previous[checkpoint.MODEL_STATE])
+        self.optimizer.load_state_dict(previous[checkpoint.OPTIMIZER_STATE])
+        self.state = TrainerState(**previous[checkpoint.TRAINER_STATE])
+        set_rng_state(previous[checkpoint.RNG])
+        self.metrics_rows = [r for r in _read_metrics(self.paths.metrics) if int(r["step"]) <= self.state.step]
+        console.info(f"resuming {self.paths.root} at step {self.state.step:,} (epoch {self.state.epoch})")
+
+    def _hidden_to_device(self, hidden):
+        if hidden is None:
+            return None
+        tensors = [h.to(self.device) for h in hidden]
+        return tuple(tensors) if self.model_args["cell"] == "lstm" else tensors[0]
+
+    # ----------------------------------------------------------------------- the loop
+
+    def run(self) -> TrainResult:
+        t, s, paths = self.config.train, self.state, self.paths
+        paths.root.mkdir(parents=True, exist_ok=True)
+        write_text(paths.config, config_module.to_yaml(self.config))
+        mark_latest(paths.root)
+        console.info(
+            f"training {self.model_args['cell']} {self.model_args['num_layers']}x{self.model_args['hidden_size']} "
+            f"({count_parameters(self.model):,} parameters) on {self.device}: "
+            f"{self.streams.windows:,} windows of {t.batch_size}x{t.seq_len} tokens per epoch -> {paths.root}"
+        )
+        bar = console.progress(total=t.max_steps, initial=s.step, unit="step", desc="train")
+        log_every_line = not console.bars_enabled()
+        window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
+        window_start, window_tokens = time.monotonic(), 0
+        session_start = time.monotonic() - s.elapsed_s
+        reason = None
+        evaluated_at = -1
+        self.model.train()
+        with _StopRequest() as stop_request:
+            while True:
+                s.elapsed_s = time.monotonic() - session_start
+                reason = self._stop_reason(stop_request)
+                if reason:
+                    break
+                # learning rate: a function of the step (and of time, for max_minutes runs)
+                progress = schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)
+                lr = learning_rate(t, s.step, progress) * s.lr_scale
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                # batch: the next window of every stream; the state restarts with each epoch
+                x, y = self.streams.window(s.window, self.device)
+                if t.reset_state or s.window == 0:
+                    self.hidden = None
+                # forward and backward through this window only (truncated BPTT)
+                loss, hidden = self.model.loss(x, y, self.hidden)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # clip the global gradient norm: exploding gradients are the classic RNN failure
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+                loss_value, norm_value = loss.item(), grad_norm.item()
+                if math.isfinite(loss_value) and math.isfinite(norm_value):
+                    self.optimizer.step()
+                    self.hidden = detach_state(hidden)
+                    s.skipped_steps = 0
+                    window_loss += loss_value
+                    window_norm += norm_value
+                    window_clipped += int(t.grad_clip is not None and norm_value > t.grad_clip)
+                    window_steps += 1
+                else:
+                    self._skip_step(loss_value, norm_value)
+                # advance the data position
+                s.step += 1
+                s.tokens += self.streams.tokens_per_window
+                window_tokens += self.streams.tokens_per_window
+                s.window += 1
+                if s.window >= self.streams.windows:
+                    s.window, s.epoch = 0, s.epoch + 1
+                bar.update(1)
+                # log, evaluate, save
+                scores = None
+                if s.step % t.eval_every == 0:
+                    scores = self._evaluate_and_save_best()
+                    evaluated_at = s.step
+                if s.step % t.log_every == 0 or scores is not None:
+                    now = time.monotonic()
+                    row = self._metrics_row(
+                        lr, window_loss, window_steps, window_norm, window_clipped, window_tokens / max(now - window_start, 1e-9), scores
+                    )
+                    bar.set_postfix_str(_postfix(row), refresh=False)
+                    if log_every_line:
+                        console.info(_log_line(row))
+                    window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
+                    window_start, window_tokens = time.monotonic(), 0
+                if s.step % t.save_every == 0:
+                    self._save_last()
+        bar.close()
+        interrupted = reason.startswith("interrupted")
+        if not interrupted and evaluated_at != s.step and s.step > 0:
+            scores = self._evaluate_and_save_best()
+            self._metrics_row(lr, window_loss, window_steps, window_norm, window_clipped, 0.0, scores)
+        self._save_last()
+        console.info(f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}")
+        return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
+
+    def _stop_reason(self, stop_request) -> str | None:
+        t, s = self.config.train, self.state
+        if stop_request.signal_name:
+            return f"interrupted by {stop_request.signal_name}"
+        if t.max_steps is not None and s.step >= t.max_steps:
+            return f"reached max_steps {t.max_steps}"
+        if t.max_epochs is not None and s.epoch + s.window / self.streams.windows >= t.max_epochs:
+            return f"reached max_epochs {t.max_epochs:g}"
+        if t.max_minutes is not None and s.elapsed_s >= t.max_minutes * 60:
+            return f"reached max_minutes {t.max_minutes:g}"
+        if t.target_loss is not None and s.last_val and s.last_val["loss"] <= t.target_loss:
+            return f"validation loss {s.last_val['loss']:.4f} reached target_loss {t.target_loss:g}"
+        if t.patience is not None and s.evals_since_best >= t.patience:
+            return f"no improvement in {t.patience} evaluations (patience)"
+        return None
+
+    def _skip_step(self, loss_value: float, norm_value: float) -> None:
+        """A non-finite loss or gradient: drop the update, halve the learning rate, restart the state."""
+        s = self.state
+        s.skipped_steps += 1
+        s.lr_scale *= 0.5
+        self.hidden = None
+        self.optimizer.zero_grad(set_to_none=True)
+        console.warn(
+            f"step {s.step}: non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
+            f"({loss_value:.4g}); skipped the update and halved the learning rate (now x{s.lr_scale:g})"
+        )
+        if s.skipped_steps >= MAX_BAD_STEPS:
+            self._save_last()
+            raise TrainingFailed(
+                f"the loss was non-finite in {MAX_BAD_STEPS} steps in a row even after lowering the learning rate; "
+                f"training stopped (last good weights saved in {self.paths.last}). "
+                "Lower train.lr, set train.grad_clip, or check the data"
+            )
+
+    # ----------------------------------------------------------------------- evaluation and files
+
+    def _evaluate_and_save_best(self) -> Scores:
+        t, s = self.config.train, self.state
+        scores = evaluate_stream(self.model, self.val_ids, self.prepared.val_chars, t.eval_batch_size, t.seq_len, self.device)
+        s.last_val = scores.to_dict()
+        improved = scores.loss < s.best_val_loss
+        if improved:
+            s.best_val_loss = scores.loss
+            s.evals_since_best = 0
+            self._save(self.paths.best, with_training_state=False)
+        else:
+            s.evals_since_best += 1
+            if t.lr_schedule == "plateau":
+                s.lr_scale *= t.plateau_factor
+                console.info(f"validation loss did not improve; learning rate scaled to x{s.lr_scale:g}")
+        self._write_sample()
+        return scores
+
+    def _write_sample(self) -> None:
+        t = self.config.train
+        if t.sample_length == 0:
+            return
+        sample_config = self.config.sample
+        try:
+            seed_ids = encode_seed(self.vocab, sample_config.seed, "skip")
+        except UserError:
+            seed_ids = encode_seed(self.vocab, None)
+        options = DecodeOptions.from_config(sample_config)
+        options.length, options.num_samples, options.stop = t.sample_length, 1, ()
+        options.random_seed = self.state.step  # its own generator: training's random stream is untouched
+        (sample,) = generate(self.model, self.vocab, seed_ids, options, self.device)
+        text = (seed_text(self.vocab, seed_ids) if sample_config.seed else "") + sample.text
+        write_text(self.paths.samples / f"step-{self.state.step:07d}.txt", text + "\n")
+        self.model.train()
+
+    def _metrics_row(self, lr, loss_sum, steps, norm_sum, clipped, tokens_per_s, scores: Scores | None) -> dict:
+        s = self.state
+        train_loss = loss_sum / steps if steps else None
+        if train_loss is not None:
+            s.last_train_loss = train_loss
+        row = {
+            "step": s.step,
+            "epoch": round(s.epoch + s.window / self.streams.windows, 4),
+            "elapsed_s": round(s.elapsed_s, 2),
+            "tokens": s.tokens,
+            "train_loss": _fmt(train_loss),
+            "val_loss": _fmt(scores.loss if scores else None),
+            "val_ppl": _fmt(scores.perplexity if scores else None),
+            "val_bpc": _fmt(scores.bpc if scores else None),
+            "lr": f"{lr:.3g}",
+            "grad_norm": _fmt(norm_sum / steps if steps else None),
+            "clip_rate": _fmt(clipped / steps if steps else None),
+            "tokens_per_s": round(tokens_per_s) if tokens_per_s else "",
+        }
+        self.metrics_rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.metrics_rows)
+        write_text(self.paths.metrics, buffer.getvalue())
+        return row
+
+    def _save_last(self) -> None:
+        self._save(self.paths.last, with_training_state=True)
+
+    def _save(self, path: Path, with_training_state: bool) -> None:
+        s = self.state
+        hidden = self.hidden
+        s.hidden = None if hidden is None else [h.detach().cpu() for h in (hidden if isinstance(hidden, tuple) else (hidden,))]
+        payload = {
+            checkpoint.CONFIG: self.config.to_dict(),
+            checkpoint.MODEL_ARGS: self.model_args,
+            checkpoint.MODEL_STATE: self.model.state_dict(),
+            checkpoint.VOCAB: self.vocab.to_dict(),
+            checkpoint.TRAINER_STATE: s.to_dict(),
+            checkpoint.SUMMARY: {
+                "step": s.step,
+                "epoch": s.epoch,
+                "tokens": s.tokens,
+                "elapsed_s": s.elapsed_s,
+                "train_loss": s.last_train_loss,
+                "val": s.last_val,
+                "best_val_loss": s.best_val_loss if math.isfinite(s.best_val_loss) else None,
+                "parameters": count_parameters(self.model),
+                "prepared": self.prepared.meta["counts"],
+            },
+        }
+        if with_training_state:
+            payload[checkpoint.OPTIMIZER_STATE] = self.optimizer.state_dict()
+            payload[checkpoint.RNG] = rng_state()
+        checkpoint.save(path, payload)
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def _postfix(row: dict) -> str:
+    parts = [f"loss {row['train_loss']}"]
+    if row["val_loss"]:
+        parts.append(f"val {row['val_loss']}")
+    parts += [f"{row['tokens_per_s']} tok/s", f"lr {row['lr']}"]
+    return ", ".join(parts)
+
+
+def _log_line(row: dict) -> str:
+    text = f"step {row['step']:>7} | epoch {row['epoch']:.2f} | loss {row['train_loss'] or '-':>8}"
+    if row["val_loss"]:
+        text += f" | val {row['val_loss']} (ppl {row['val_ppl']}, bpc {row['val_bpc']})"
+    return text + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

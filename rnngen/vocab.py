@@ -1,0 +1,62 @@
+"""The vocabulary: token strings <-> integer ids, with <unk> for rare or unseen tokens."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+UNK = "<unk>"
+UNK_ID = 0
+
+
+@dataclass
+class Vocab:
+    """Token list where index = id; id 0 is always <unk>."""
+
+    tokens: list[str]
+    level: str
+    lowercase: bool = False
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @classmethod
+    def build(cls, counts: dict[str, int], level: str, lowercase: bool = False, min_freq: int = 1, max_vocab=None):
+        """Most frequent first, ties broken by the token itself, so the result is deterministic."""
+        kept = sorted((t for t, c in counts.items() if c >= min_freq and t != UNK), key=lambda t: (-counts[t], t))
+        if max_vocab is not None:
+            kept = kept[: max_vocab - 1]
+        return cls([UNK, *kept], level, lowercase)
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        get = self.index.get
+        return [get(t, UNK_ID) for t in tokens]
+
+    def decode(self, ids) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+    def unknown(self, tokens: list[str]) -> list[str]:
+        """The tokens (in order, without repeats) that are not in the vocabulary."""
+        seen = dict.fromkeys(t for t in tokens if t not in self.index)
+        return list(seen)
+
+    def nearest(self, token: str, n: int = 3) -> list[str]:
+        """Known tokens that look most like `token`: its lowercase form first, then close spellings."""
+        out = []
+        for variant in (token.lower(), token.capitalize(), token.upper()):
+            if variant != token and variant in self.index and variant not in out:
+                out.append(variant)
+        candidates = [t for t in self.tokens[1:] if t.strip()]
+        out += [t for t in difflib.get_close_matches(token, candidates, n=n, cutoff=0.5) if t not in out]
+        return out[:n]
+
+    def to_dict(self) -> dict:
+        return {"tokens": list(self.tokens), "level": self.level, "lowercase": self.lowercase, "unk": UNK}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocab":
+        return cls(list(data["tokens"]), data["level"], bool(data.get("lowercase", False)))
