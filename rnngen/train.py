@@ -37,7 +37,8 @@ METRICS_COLUMNS = [
     "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
     "lr", "grad_norm", "clip_rate", "tokens_per_s",
 ]  # fmt: skip
-MAX_BAD_STEPS = 5  # consecutive non-finite steps before training gives up
+MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
+BAD_STEP_WINDOW = 50  # ... where "close" means fewer than this many steps apart
 
 
 # --------------------------------------------------------------------------- schedule
@@ -86,7 +87,8 @@ class TrainerState:
     last_val: dict | None = None
     last_train_loss: float | None = None
     hidden: list | None = None  # carried hidden state (tensors)
-    skipped_steps: int = 0
+    recent_bad_steps: int = 0  # non-finite steps with fewer than BAD_STEP_WINDOW good steps between them
+    last_bad_step: int = -1
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -261,7 +263,6 @@ class Trainer:
                 if math.isfinite(loss_value) and math.isfinite(norm_value):
                     self.optimizer.step()
                     self.hidden = detach_state(hidden)
-                    s.skipped_steps = 0
                     window_loss += loss_value
                     window_norm += norm_value
                     window_clipped += int(t.grad_clip is not None and norm_value > t.grad_clip)
@@ -319,23 +320,44 @@ class Trainer:
         return None
 
     def _skip_step(self, loss_value: float, norm_value: float) -> None:
-        """A non-finite loss or gradient: drop the update, halve the learning rate, restart the state."""
+        """A non-finite loss or gradient: drop the update, halve the learning rate, restart the state.
+
+        If an earlier (finite-looking) update already pushed the weights to inf/nan, go back to
+        the last saved weights (or fresh ones), so a bad step never destroys the run.
+        """
         s = self.state
-        s.skipped_steps += 1
+        if s.step - s.last_bad_step > BAD_STEP_WINDOW:
+            s.recent_bad_steps = 0
+        s.recent_bad_steps += 1
+        s.last_bad_step = s.step
         s.lr_scale *= 0.5
         self.hidden = None
         self.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
         console.warn(
-            f"step {s.step}: non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'} "
-            f"({loss_value:.4g}); skipped the update and halved the learning rate (now x{s.lr_scale:g})"
+            f"step {s.step}: non-finite {what} ({loss_value:.4g}); skipped the update and halved "
+            f"the learning rate (now x{s.lr_scale:g})"
         )
-        if s.skipped_steps >= MAX_BAD_STEPS:
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self._roll_back()
+        if s.recent_bad_steps >= MAX_BAD_STEPS:
             self._save_last()
             raise TrainingFailed(
-                f"the loss was non-finite in {MAX_BAD_STEPS} steps in a row even after lowering the learning rate; "
+                f"the loss was non-finite in {MAX_BAD_STEPS} of the last steps even after lowering the learning rate; "
                 f"training stopped (last good weights saved in {self.paths.last}). "
                 "Lower train.lr, set train.grad_clip, or check the data"
             )
+
+    def _roll_back(self) -> None:
+        if self.paths.last.exists():
+            saved = checkpoint.load(self.paths.last)
+            self.model.load_state_dict(saved[checkpoint.MODEL_STATE])
+            self.optimizer.load_state_dict(saved[checkpoint.OPTIMIZER_STATE])
+            console.warn(f"the weights had become non-finite; went back to the weights of {self.paths.last}")
+        else:
+            self.model.load_state_dict(build_model(self.model_args).state_dict())
+            self.optimizer = self._make_optimizer()
+            console.warn("the weights had become non-finite before any checkpoint; started again from fresh weights")
 
     # ----------------------------------------------------------------------- evaluation and files
 

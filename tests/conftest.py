@@ -81,6 +81,7 @@ def tiny_config(tmp_path: Path, corpus: Path, **sections) -> Path:
     }
     for section, values in sections.items():
         config[section].update(values)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
