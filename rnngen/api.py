@@ -78,12 +78,12 @@ class Model:
 
     # ----------------------------------------------------------------------- evaluation
 
-    def evaluate(self, text: str | None = None, batch_size: int = 16) -> Scores:
+    def evaluate(self, text: str | None = None, batch_size: int = 1) -> Scores:
         """Scores on `text`, or on the model's own validation split when text is None."""
         ids, chars, _ = self.encode_text(text) if text is not None else self.validation_ids()
         return self.evaluate_ids(ids, chars, batch_size)
 
-    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 16) -> Scores:
+    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 1) -> Scores:
         if len(ids) < 2:
             raise DataError("the text to evaluate has fewer than 2 tokens; give more text")
         seq_len = min(self.config.train.seq_len, 256)

@@ -7,6 +7,7 @@ it. Several samples run together as one batch, sharing the warmed seed state.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -67,13 +68,19 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalised, logits)
 
 
-def draw(logits: torch.Tensor, options: DecodeOptions, generator: torch.Generator | None) -> torch.Tensor:
-    """One token id per row of logits (B, V), following the decoding options."""
+def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """One token id per row of logits (B, V), following the decoding options.
+
+    With per-sample generators, row i draws only from generators[i], so sample i of a batch is
+    the same text as a single run with random seed random_seed + i.
+    """
     if options.temperature == 0:
         return logits.argmax(dim=-1)  # greedy
     logits = filter_top_p(filter_top_k(logits / options.temperature, options.top_k), options.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(row[None], 1, generator=g)[0] for row, g in zip(probs, generators)])
 
 
 # --------------------------------------------------------------------------- seeds
@@ -160,6 +167,7 @@ class Sample:
     seed: str
     text: str = ""  # generated text only
     tokens: int = 0
+    ids: list[int] = field(default_factory=list)  # generated token ids
     logprob_sum: float = 0.0
     stopped_by: str = field(default="length")
 
@@ -176,7 +184,7 @@ class Generation:
 
     def __init__(self, model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = ""):
         self.model, self.vocab, self.seed_ids, self.options = model, vocab, seed_ids, options
-        self.device = device or next(model.parameters()).device
+        self.device = device or next(itertools.chain(model.parameters(), model.buffers())).device  # n-grams: buffers only
         self.samples = [Sample(seed=seed) for _ in range(options.num_samples)]
 
     @torch.inference_mode()
@@ -184,9 +192,9 @@ class Generation:
         model, vocab, options, device = self.model, self.vocab, self.options, self.device
         n = options.num_samples
         model.eval()
-        generator = None
+        generators = None
         if options.random_seed is not None:
-            generator = torch.Generator(device=device).manual_seed(options.random_seed)
+            generators = [torch.Generator(device=device).manual_seed(options.random_seed + i) for i in range(n)]
         seed_tensor = torch.tensor([self.seed_ids], dtype=torch.long, device=device)  # (1, S)
         logits, state = model(seed_tensor, None)  # warm the state on the seed, once for all samples
         logits = logits[:, -1].expand(n, -1)  # (N, V)
@@ -205,7 +213,7 @@ class Generation:
                     sample.stopped_by = sample.stopped_by if watch.done else "max_time"
                 break
             logits = penalise_repeats(logits.float(), seen, options.repetition_penalty)
-            next_ids = draw(logits, options, generator)  # (N,)
+            next_ids = draw(logits, options, generators)  # (N,)
             logprobs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)  # (N,)
             seen[torch.arange(n, device=device), next_ids] = True
             out = []
@@ -218,6 +226,7 @@ class Generation:
                 token = vocab.tokens[token_id]
                 piece = detokenizer.piece(token) if vocab.level == "word" else token
                 sample.tokens += 1
+                sample.ids.append(token_id)
                 sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
                 out.append(watch.add(piece))
                 if watch.done:

@@ -1,0 +1,192 @@
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnngen import api
+from rnngen.copying import CopyIndex
+from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p
+from tests.conftest import learnable_text, run_cli, tiny_config
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One char model and one word model, trained once for the whole module."""
+    root = tmp_path_factory.mktemp("models")
+    corpus = root / "corpus.txt"
+    corpus.write_text(learnable_text(), encoding="utf-8")
+    runs = {}
+    for level in ("char", "word"):
+        config = tiny_config(root / level, corpus, data={"level": level},
+                             model={"hidden_size": 64}, train={"max_steps": 120, "eval_every": 60, "lr": 0.01})  # fmt: skip
+        result = run_cli("train", "--config", config)
+        assert result.exit_code == 0, result.stderr
+        runs[level] = root / level / "run"
+    return runs
+
+
+def sample(run, *args, input=None):
+    return run_cli("sample", "--run", run, *args, input=input)
+
+
+def test_repeatable_with_random_seed(trained):
+    a = sample(trained["char"], "--seed", "the ", "--length", "40", "--random-seed", "3", "--temperature", "1")
+    b = sample(trained["char"], "--seed", "the ", "--length", "40", "--random-seed", "3", "--temperature", "1")
+    c = sample(trained["char"], "--seed", "the ", "--length", "40", "--random-seed", "4", "--temperature", "1")
+    assert a.exit_code == 0, a.stderr
+    assert a.stdout == b.stdout != c.stdout
+    assert a.stdout.startswith("the ") and len(a.stdout) == len("the ") + 40 + 1
+
+
+def test_greedy_is_deterministic_and_top_k_1_equals_greedy(trained):
+    greedy = [sample(trained["char"], "--seed", "the", "--length", "30", "--temperature", "0", "--random-seed", str(s)).stdout for s in (1, 2)]
+    top1 = sample(trained["char"], "--seed", "the", "--length", "30", "--temperature", "1.5", "--top-k", "1").stdout
+    assert greedy[0] == greedy[1] == top1
+
+
+def test_top_p_keeps_only_the_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = torch.isfinite(filter_top_p(logits, 0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_top_p(logits, 0.5)).tolist() == [[True, False, False, False]]
+    assert torch.isfinite(filter_top_k(logits, 3)).tolist() == [[True, True, True, False]]
+    generators = [torch.Generator().manual_seed(0)]
+    drawn = {int(draw(logits, DecodeOptions(temperature=1.0, top_p=0.7), generators)) for _ in range(300)}
+    assert drawn == {0, 1}
+
+
+def test_num_samples_batch_matches_single_runs(trained):
+    args = ("--seed", "the ", "--length", "25", "--temperature", "1.0")
+    batch = sample(trained["char"], *args, "--num-samples", "3", "--random-seed", "10", "--format", "jsonl")
+    texts = [json.loads(line)["text"] for line in batch.stdout.splitlines()]
+    assert len(texts) == 3 and len(set(texts)) == 3
+    singles = [json.loads(sample(trained["char"], *args, "--random-seed", str(10 + i), "--format", "jsonl").stdout)["text"]
+               for i in range(3)]  # fmt: skip
+    assert texts == singles
+    plain = sample(trained["char"], *args, "--num-samples", "2", "--random-seed", "1", "--separator", "---\n")
+    assert plain.stdout.count("---\n") == 1
+
+
+def test_jsonl_fields(trained):
+    out = sample(trained["word"], "--seed", "the cat", "--length", "12", "--format", "jsonl", "--random-seed", "0")
+    record = json.loads(out.stdout)
+    assert record["seed"] == "the cat" and record["tokens"] == 12
+    assert record["mean_logprob"] < 0 and record["settings"]["length"] == 12
+
+
+def test_stop_text_ends_the_sample(trained):
+    out = sample(trained["char"], "--seed", "the ", "--length", "300", "--stop", ".", "--temperature", "0")
+    assert out.exit_code == 0
+    text = out.stdout.rstrip("\n")
+    assert "." not in text and len(text) < 60
+
+
+def test_seed_from_stdin_and_no_include_seed(trained):
+    out = sample(trained["word"], "--seed", "-", "--length", "5", "--temperature", "0", input="the dog\n")
+    assert out.stdout.startswith("the dog ")
+    bare = sample(trained["word"], "--seed", "the dog", "--length", "5", "--temperature", "0", "--no-include-seed")
+    assert out.stdout.endswith(bare.stdout.lstrip(" ")) and not bare.stdout.startswith("the dog")
+
+
+def test_unknown_seed_word(trained):
+    out = sample(trained["word"], "--seed", "the Cat zebra", "--length", "5")
+    assert out.exit_code == 2 and "Traceback" not in out.stderr
+    assert "'Cat'" in out.stderr and "'zebra'" in out.stderr and "'cat'" in out.stderr  # lowercase suggested
+    for mode, note in (("unk", "to <unk>"), ("skip", "skipped"), ("nearest", "replaced 'Cat' with 'cat'")):
+        out = sample(trained["word"], "--seed", "the Cat zebra", "--length", "5", "--on-unknown", mode)
+        assert out.exit_code == 0, out.stderr
+        assert note in out.stderr
+
+
+def test_report_copying_finds_a_memorised_span(trained):
+    out = sample(trained["char"], "--seed", "the cat sat", "--length", "60", "--temperature", "0", "--report-copying")
+    assert out.exit_code == 0, out.stderr
+    span = int(re.search(r"longest span copied from the training text: (\d+) tokens", out.stderr).group(1))
+    assert span >= 10  # the model has learned the corpus, so greedy text is largely copied
+    record = json.loads(sample(trained["char"], "--length", "60", "--temperature", "0", "--report-copying",
+                               "--format", "jsonl").stdout)  # fmt: skip
+    assert record["copying"]["window_share"] > 0.5
+
+
+def test_copy_index_planted_span(tmp_path):
+    train = torch.randint(0, 50, (5000,)).numpy()
+    index = CopyIndex.open(tmp_path, train)
+    planted = [60] * 5 + train[1234:1234 + 30].tolist() + [61] * 5
+    copying = index.measure(planted)
+    assert copying.longest_span == 30
+    assert copying.window_share == pytest.approx(23 / 33)
+    assert (tmp_path / "copy_index.npz").exists()
+    assert CopyIndex.open(tmp_path, train).measure(planted).longest_span == 30  # from the cache
+
+
+def test_head_closes_the_pipe_quietly(trained):
+    cmd = f"{sys.executable} -m rnngen sample --run {trained['char']} --length 100000 | head -c 20"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert len(proc.stdout) == 20
+
+
+def test_latest_run_is_the_default(tmp_path, corpus):
+    none = run_cli("sample")
+    assert none.exit_code == 2 and "rnngen train" in none.stderr
+    config = tiny_config(tmp_path, corpus, train={"out_dir": "runs/mine", "max_steps": 5})
+    assert run_cli("train", "--config", config).exit_code == 0
+    assert run_cli("sample", "--length", "5").exit_code == 0
+    by_config = run_cli("sample", "--config", config, "--length", "5")
+    assert by_config.exit_code == 0, by_config.stderr
+
+
+def test_evaluate_bpc_equals_hand_computation(trained, tmp_path):
+    text = "the dog ran to the mat.\nthe cat sat in the tree.\n"
+    (tmp_path / "held.txt").write_text(text)
+    out = run_cli("evaluate", "--checkpoint", trained["char"], "--data", tmp_path / "held.txt", "--json")
+    assert out.exit_code == 0, out.stderr
+    scores = json.loads(out.stdout)
+    model = api.load(trained["char"])
+    ids = torch.tensor([model.vocab.index[c] for c in text])
+    with torch.no_grad():
+        logits, _ = model.module(ids[None, :-1])
+        nats = -torch.log_softmax(logits[0], -1).gather(1, ids[1:, None]).sum().item()
+    assert scores["bpc"] == pytest.approx(nats / math.log(2) / (len(text) - 1), rel=1e-5)
+    assert scores["tokens"] == len(text) - 1 and scores["oov_rate"] == 0
+    own = json.loads(run_cli("evaluate", "--checkpoint", trained["char"], "--json").stdout)
+    assert own["tokens"] > 0 and own["loss"] > 0
+
+
+def test_evaluate_table_best_first_and_oov(trained, tmp_path):
+    (tmp_path / "held.txt").write_text("the zebra sat on the mat.\n" * 3)
+    out = run_cli("evaluate", "--checkpoint", trained["char"], "--checkpoint", trained["word"], "--data", tmp_path / "held.txt")
+    assert out.exit_code == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["checkpoint", "tokens", "loss"] and len(lines) == 3
+    bpcs = [float(line.split()[4]) for line in lines[1:]]
+    assert bpcs == sorted(bpcs)
+    word = json.loads(run_cli("evaluate", "--checkpoint", trained["word"], "--data", "-", "--json", input="the zebra sat\n").stdout)
+    assert word["unk_tokens"] == 1
+
+
+def test_info(trained):
+    out = run_cli("info", trained["word"], "--json")
+    info = json.loads(out.stdout)
+    assert info["level"] == "word" and info["cell"] == "lstm" and info["hidden_size"] == 64
+    assert info["step"] == 120 and info["parameters"] > 0 and info["best_val_loss"] > 0
+    assert info["config"]["model"]["hidden_size"] == 64
+    text = run_cli("info", trained["word"] / "last.pt").stdout
+    assert "vocab_size" in text and "config:" in text
+
+
+def test_readme_python_api_example_runs(trained, monkeypatch, capsys):
+    block = re.search(r"## Python API.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert block, "README must have a Python API example"
+    code = block.group(1).replace("runs/demo", str(trained["word"]))
+    exec(compile(code, "README", "exec"), {})
+    assert capsys.readouterr().out
