@@ -15,8 +15,11 @@ chunk and splits the stream into train and val. The text itself is never held wh
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import multiprocessing
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +29,15 @@ import numpy as np
 from rnngen import console, tokens
 from rnngen.config import Config
 from rnngen.errors import DataError
-from rnngen.fileio import atomic_path, write_json, write_text
+from rnngen.fileio import atomic_path, make_dir, write_json, write_text
 from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
 from rnngen.vocab import Vocab
 
 FORMAT_VERSION = 1
 ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
-FLUSH_TOKENS = 1 << 20  # provisional ids buffered before writing
+PARALLEL_MIN_BYTES = 32 << 20  # inputs above this are tokenized by several processes
+MAX_WORKERS = 4
+IN_FLIGHT = 2  # chunks queued per worker
 
 
 @dataclass
@@ -131,9 +136,34 @@ def _word_pieces(chunks, carry_limit: int = 1 << 20):
         yield carry
 
 
+def _tokenize_chunk(text: str, level: str, lowercase: bool) -> tuple[int, int, list[str], np.ndarray]:
+    """One chunk -> (characters, bytes, its distinct tokens in order of appearance, local ids)."""
+    found = tokens.split(text, level, lowercase)
+    local = {token: i for i, token in enumerate(dict.fromkeys(found))}
+    local_ids = np.array(list(map(local.__getitem__, found)), dtype=np.int32)
+    return len(text), len(text.encode("utf-8", "surrogatepass")), list(local), local_ids
+
+
+def _tokenized(pieces, level: str, lowercase: bool, parallel: bool):
+    """Tokenize chunks in order; large inputs use one worker process per core (at most IN_FLIGHT queued)."""
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if not parallel or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for text in pieces:
+            yield _tokenize_chunk(text, level, lowercase)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pending: collections.deque = collections.deque()
+        for text in pieces:
+            pending.append(pool.apply_async(_tokenize_chunk, (text, level, lowercase)))
+            if len(pending) >= IN_FLIGHT * workers:  # bounded: the text is never all in memory
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
 def _build(config: Config, sources: list[Source], out_dir: Path) -> Prepared:
     data = config.data
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "data.prepared_dir (--out)")
     index: dict[str, int] = {}
     total_tokens = 0
     total_chars = 0
@@ -149,15 +179,14 @@ def _build(config: Config, sources: list[Source], out_dir: Path) -> Prepared:
             for source in sources:
                 chunks = read_text(source, data.errors)
                 pieces = _word_pieces(chunks) if data.level == "word" else chunks
-                for text in pieces:
-                    total_chars += len(text)
-                    bar.update(len(text.encode("utf-8", "surrogatepass")) if known_size else 0)
-                    found = tokens.split(text, data.level, data.lowercase)
-                    for new in set(found).difference(index):
-                        index[new] = len(index)
-                    ids = np.fromiter(map(index.__getitem__, found), dtype=np.int32, count=len(found))
-                    ids.tofile(provisional)
-                    total_tokens += len(found)
+                parallel = known_size and source.size > PARALLEL_MIN_BYTES
+                for chars, chunk_bytes, uniques, local_ids in _tokenized(pieces, data.level, data.lowercase, parallel):
+                    total_chars += chars
+                    bar.update(chunk_bytes if known_size else 0)
+                    # local ids (first appearance in the chunk) -> provisional ids (first appearance overall)
+                    table = np.array([index.setdefault(t, len(index)) for t in uniques], dtype=np.int32)
+                    table[local_ids].tofile(provisional)
+                    total_tokens += len(local_ids)
         bar.close()
         if total_tokens == 0:
             names = ", ".join(s.name for s in sources)

@@ -139,3 +139,17 @@ def test_demo_corpus_needs_no_files(tmp_path):
     assert result.exit_code == 0, result.stderr
     meta = json.loads((tmp_path / "demo" / "prepared" / "meta.json").read_text())
     assert meta["sources"][0]["name"].startswith("<demo") and meta["counts"]["tokens"] > 400_000
+
+
+def test_parallel_tokenizing_gives_the_same_result(tmp_path, monkeypatch):
+    import rnngen.prepare
+    import rnngen.sources
+
+    (tmp_path / "t.txt").write_text("Alpha beta, gamma! 我们 delta-epsilon.\n" * 400)
+    sequential = prepare(config_for(tmp_path / "a", tmp_path / "t.txt", "data.level=word"))
+    monkeypatch.setattr(rnngen.prepare, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(rnngen.sources, "CHUNK_BYTES", 1000)
+    parallel = prepare(config_for(tmp_path / "b", tmp_path / "t.txt", "data.level=word"))
+    assert parallel.vocab.tokens == sequential.vocab.tokens
+    assert np.array_equal(parallel.ids("train"), sequential.ids("train"))
+    assert parallel.meta["counts"] == sequential.meta["counts"]
