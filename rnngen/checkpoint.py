@@ -8,15 +8,16 @@ torch.load(weights_only=True), so a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import io
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 
 import torch
 
 from rnngen import __version__
 from rnngen.errors import CheckpointError
-from rnngen.fileio import atomic_path
+from rnngen.fileio import write_bytes
 
 FORMAT = "rnngen-checkpoint"
 FORMAT_VERSION = 1
@@ -33,10 +34,15 @@ SUMMARY = "summary"  # last losses, tokens seen, wall time: what `rnngen info` s
 
 
 def save(path: str | Path, payload: dict) -> None:
-    """Write atomically: a kill during the save leaves the previous checkpoint intact."""
+    """Write atomically: a kill or a failed write leaves the previous checkpoint intact.
+
+    The checkpoint is serialized in memory first, because torch.save reports a failed write (disk
+    full, file too large, I/O error) as an opaque RuntimeError; a plain write names the cause.
+    """
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnngen_version": __version__, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load(path: str | Path) -> dict:
@@ -47,7 +53,9 @@ def load(path: str | Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist{_listing(path.parent)}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it is about to refuse
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             raise CheckpointError(
@@ -55,7 +63,7 @@ def load(path: str | Path) -> dict:
                 "so it was refused without loading them"
             ) from None
         raise CheckpointError(f"{path} is corrupt or not a checkpoint ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - unpickling arbitrary bytes fails in many ways (KeyError, IndexError, ...)
         raise CheckpointError(
             f"{path} is truncated or corrupt ({_first_line(e)}); use another checkpoint of the run, e.g. last.pt or best.pt"
         ) from None
@@ -71,8 +79,9 @@ def load(path: str | Path) -> dict:
 
 
 def _first_line(error: Exception) -> str:
+    """The first sentence of an error, without torch's long advice about internal errors."""
     text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    return text[0].split(". ")[0][:200] if text else type(error).__name__
 
 
 def _listing(directory: Path) -> str:

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from rnngen.errors import WriteError
 
-_USER_FIXABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR}
+_USER_FIXABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST}
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -54,6 +54,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def make_dir(path: str | os.PathLike, setting: str) -> Path:
+    """Create a directory and its parents; a failure names the directory and the setting to change."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(
+            f"could not create directory {path}: {e.strerror or e}; set {setting} to a writable place",
+            user_fixable=e.errno in _USER_FIXABLE,
+        ) from None
+    return path
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -6,8 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
-from rnngen.errors import CheckpointError, UserError
-from rnngen.fileio import write_text
+from rnngen.errors import CheckpointError, UserError, WriteError
+from rnngen.fileio import make_dir, write_text
 
 LATEST_DIR = Path("runs")
 
@@ -47,7 +47,8 @@ def checkpoint_in(run_dir: str | Path) -> Path:
     if run_dir.is_file():
         return run_dir
     if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist; train with `rnngen train` first")
+        what = "checkpoint" if run_dir.suffix == ".pt" else "run directory"
+        raise CheckpointError(f"{what} {run_dir} does not exist; train with `rnngen train` first")
     for name in ("best.pt", "last.pt"):
         if (run_dir / name).exists():
             return run_dir / name
@@ -66,8 +67,14 @@ class RunLock:
         self.handle = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        make_dir(self.path.parent, "train.out_dir")
+        try:
+            self.handle = open(self.path, "a+")
+        except OSError as e:
+            raise WriteError(
+                f"cannot write in run directory {self.path.parent}: {e.strerror}; set train.out_dir to a writable place",
+                user_fixable=True,
+            ) from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -152,7 +152,7 @@ def read_text(source: Source, errors: str = "strict") -> Iterator[str]:
         except UnicodeDecodeError as e:
             raise _decode_error(source, consumed - pending + e.start) from None
         consumed += len(raw)
-        if first:
+        if first and text:  # the first decoded text: a pipe may deliver the 3-byte BOM over several reads
             text = text.removeprefix("\ufeff")
             first = False
         text, carry_cr = _normalise_newlines(text, carry_cr)
