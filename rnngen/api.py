@@ -19,6 +19,7 @@ import numpy as np
 
 from rnngen import checkpoint, tokens
 from rnngen import config as config_module
+from rnngen.embeddings import describe as describe_coverage
 from rnngen.errors import CheckpointError, DataError
 from rnngen.evaluate import Scores, evaluate_stream
 from rnngen.model import build_model, count_parameters
@@ -120,6 +121,10 @@ class Model:
             "num_layers": self.model_args.get("num_layers"),
             "hidden_size": self.model_args.get("hidden_size"),
             "embedding_dim": self.model_args.get("embedding_dim"),
+            "input": self.model_args.get("input"),
+            "output": self.model_args.get("output"),
+            "adaptive_cutoffs": self.model_args.get("cutoffs"),
+            "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
             "parameters": count_parameters(self.module),
             "step": summary.get("step"),
             "epoch": summary.get("epoch"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 import click
@@ -60,8 +61,13 @@ def _resolve(config_path, sets, flags, base=None):
 
 
 def _echo(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    """Write a result to stdout now; if the reader has gone (`| head`), end quietly with exit 0."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        sys.exit(0)  # SystemExit passes through Click, which would turn the broken pipe into exit 1
 
 
 # --------------------------------------------------------------------------- prepare
@@ -124,7 +130,7 @@ def train(config_path, sets, resume, overwrite, device):
     if result.interrupted:
         again = ["rnngen", "train"] + (["--config", config_path] if config_path else [])
         again += ["--set", f"train.out_dir={result.run_dir}", "--resume"]
-        console.warn(f"training interrupted at step {result.step}; resume with:\n  {' '.join(again)}")
+        console.warn(f"training interrupted at step {result.step}; resume with:\n  {shlex.join(again)}")
         sys.exit(EXIT_INTERRUPTED)
     best = result.run_dir / "best.pt"
     _echo(f"{best if best.exists() else result.run_dir / 'last.pt'}\n")
@@ -176,9 +182,10 @@ def _load_model(checkpoint, run, config_path, sets, device):
 @click.option("--include-seed/--no-include-seed", default=None, help="Print the seed before the generated text.")
 @click.option("--separator", default="\n", show_default=repr("\n"), help="Printed between samples.")
 @click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", help="text, or one JSON object per sample.")
+@click.option("--report-copying", is_flag=True, help="Report how much of each sample is copied from the training text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
-def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty,
-           num_samples, random_seed, stop, max_time, on_unknown, include_seed, separator, output_format, device):  # fmt: skip
+def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples,
+           random_seed, stop, max_time, on_unknown, include_seed, separator, output_format, report_copying, device):  # fmt: skip
     """Write new text from a trained model.
 
     Without --checkpoint, --run or --config it uses the latest training run (runs/LATEST).
@@ -203,14 +210,21 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
     }  # fmt: skip
     settings = resolve(config_path, sets, flags, base=model.config.to_dict()).sample
     options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
+    copy_index = None
+    if report_copying:
+        from rnngen.copying import index_for
+
+        copy_index = index_for(model)  # built (or loaded) before generating, so errors come first
     generation = model.generation(settings.seed, settings.on_unknown, **options)
     show_seed = settings.include_seed and generation.samples[0].seed
     if output_format == "jsonl":
         for _ in generation:
             pass
-        for s in generation.samples:
+        for number, s in enumerate(generation.samples, 1):
             record = {"seed": s.seed, "text": s.text, "tokens": s.tokens, "mean_logprob": round(s.mean_logprob, 6),
                       "stopped_by": s.stopped_by, "checkpoint": str(model.path), "settings": {**options, "seed": settings.seed}}  # fmt: skip
+            if copy_index is not None:
+                record["copying"] = _report_copying(copy_index, s, number)
             _echo(json.dumps(record, ensure_ascii=False) + "\n")
     elif settings.num_samples == 1:  # stream as it is generated
         if show_seed:
@@ -224,6 +238,19 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
             pass
         texts = [(s.seed if show_seed else "") + s.text + "\n" for s in generation.samples]
         _echo(separator.join(texts))
+    if copy_index is not None and output_format == "text":
+        for number, s in enumerate(generation.samples, 1):
+            _report_copying(copy_index, s, number)
+
+
+def _report_copying(copy_index, sample, number: int) -> dict:
+    """Measure one sample against the training text and say so on stderr."""
+    copying = copy_index.measure(sample.ids)
+    console.info(
+        f"sample {number}: longest span copied from the training text: {copying.longest_span} tokens; "
+        f"{copying.window_share:.0%} of its {copying.windows} 8-token windows occur in the training text"
+    )
+    return copying.to_dict()
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -233,8 +260,10 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
 @click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(), help="Checkpoint or run directory (repeatable).")
 @click.option("--data", "data_path", help="Text file to score, or - for stdin (default: each model's validation split).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Parallel streams the text is folded into (1 = one pass in order, exact; more = faster).")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-def evaluate(checkpoints, data_path, as_json, device):
+def evaluate(checkpoints, data_path, as_json, batch_size, device):
     """Loss, perplexity and bits per character of one or more checkpoints.
 
     \b
@@ -253,7 +282,7 @@ def evaluate(checkpoints, data_path, as_json, device):
             ids, chars, unknown = model.validation_ids()
         else:
             ids, chars, unknown = model.encode_text(text)
-        scores = model.evaluate_ids(ids, chars)
+        scores = model.evaluate_ids(ids, chars, batch_size)
         rows.append({"checkpoint": str(model.path), **scores.to_dict(), "unk_tokens": unknown,
                      "oov_rate": unknown / max(len(ids), 1)})  # fmt: skip
     rows.sort(key=lambda r: r["bpc"])
@@ -297,6 +326,114 @@ def info(target, as_json):
 
 def _indent(text: str) -> str:
     return "".join("  " + line for line in text.splitlines(keepends=True))
+
+
+# --------------------------------------------------------------------------- diagnose
+
+
+@cli.command()
+@click.argument("targets", nargs=-1, type=click.Path(), metavar="[CHECKPOINT_OR_RUN]...")
+@click.option("--data", "data_path", help="Text file to measure on (default: each model's validation split).")
+@click.option("--steps", type=click.IntRange(min=3), default=64, show_default=True, help="Time steps to run back through.")
+@click.option("--init", "with_init", is_flag=True, help="Also measure the same architecture at its initial weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw gradient norm against distance to FILE.png.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
+    """Vanishing or exploding gradients: how much of the last step's loss reaches each earlier hidden state.
+
+    Runs --steps time steps over windows of text and prints, per layer, the norm of
+    d loss(last step) / d h_t against the distance back in time, with the measured decay rate.
+    Several checkpoints or run directories are compared (default: the latest run).
+
+    \b
+    Examples:
+      rnngen diagnose runs/demo --init
+      rnngen diagnose runs/rnn runs/lstm runs/gru --plot gradients.png
+    """
+    from rnngen.api import load
+    from rnngen.diagnose import format_report, gradient_profile
+    from rnngen.runs import latest_run
+
+    if plot_path:
+        from rnngen.plot import require_matplotlib
+
+        require_matplotlib()
+    text = _read_eval_text(data_path) if data_path else None
+    profiles = []
+    for target in targets or (str(latest_run()),):
+        model = load(target, device)
+        ids = (model.validation_ids() if text is None else model.encode_text(text))[0]
+        profiles.append(gradient_profile(model, ids, steps))
+        if with_init:
+            profiles.append(gradient_profile(model, ids, steps, fresh=True, seed=model.config.train.seed))
+    if plot_path:
+        from rnngen.plot import plot_gradient_profiles
+
+        console.info(f"wrote {plot_gradient_profiles(profiles, plot_path)}")
+    if as_json:
+        rows = [p.to_dict() for p in profiles]
+        _echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2) + "\n")
+    else:
+        _echo(format_report(profiles))
+
+
+# --------------------------------------------------------------------------- plot
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
+@click.option("-o", "--output", default="training.png", show_default=True, type=click.Path(dir_okay=False), help="Picture to write (.png, .svg or .pdf).")
+@click.option("--x", "x_axis", type=click.Choice(["step", "time"]), default="step", show_default=True, help="Horizontal axis: steps or training minutes.")
+def plot(run_dirs, output, x_axis):
+    """Training and validation loss of one or more runs, overlaid, with their gradient norms.
+
+    Reads each run's metrics.csv; prints the path of the picture.
+
+    \b
+    Example:
+      rnngen plot runs/rnn runs/lstm runs/gru -o training.png --x time
+    """
+    from rnngen.plot import plot_training, read_run, require_matplotlib, run_names
+
+    require_matplotlib()
+    runs = [read_run(d, name) for d, name in zip(run_dirs, run_names(list(run_dirs)))]
+    _echo(f"{plot_training(runs, output, x_axis)}\n")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@cli.command()
+@config_option
+@set_option
+@click.option("--models", "model_specs", multiple=True, metavar="SPEC[,SPEC...]",
+              help="Models to compare: rnn, lstm, gru, ngram:N or a checkpoint/run path (repeatable, or comma-separated). "
+                   "Default: ngram:2,ngram:3,ngram:5,rnn,lstm,gru.")  # fmt: skip
+@click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Training time of each neural model (default: train.max_minutes, else 5).")  # fmt: skip
+@click.option("--format", "output_format", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train and run (train.device).")
+def compare(config_path, sets, model_specs, budget_minutes, output_format, device):
+    """Markov (n-gram) models against RNN, LSTM and GRU on the same text: one table.
+
+    Trains every model on the config's prepared data (the neural ones at the config's model
+    size, each for the same time budget) into <train.out_dir>/compare/<model>, replacing an
+    earlier comparison there, then prints size, memory, training time, validation loss,
+    perplexity, bits per character, sampling speed and a sample of each.
+
+    \b
+    Examples:
+      rnngen compare --config configs/shakespeare_char.yaml --budget-minutes 5
+      rnngen compare --models ngram:3,ngram:7,lstm --budget-minutes 2 --format csv
+      rnngen compare --models runs/hunger --models ngram:3 --config configs/hunger.yaml
+    """
+    from rnngen.compare import DEFAULT_SPECS, parse_specs, render
+    from rnngen.compare import compare as run_compare
+
+    config = _resolve(config_path, sets, {"train.device": device})
+    rows = run_compare(config, parse_specs(model_specs or DEFAULT_SPECS), budget_minutes)
+    _echo(render(rows, output_format))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -45,13 +45,29 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: Literal["rnn", "lstm", "gru"] = setting("lstm", "recurrent cell: rnn (tanh/relu), lstm or gru")
+    cell: Literal["rnn", "lstm", "gru", "ngram"] = setting(
+        "lstm", "recurrent cell: rnn (tanh/relu), lstm or gru; or ngram, the count-based Markov baseline"
+    )
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", "activation of the plain rnn cell")
     embedding_dim: int = setting(256, "size of the learned token embedding", min=1)
     hidden_size: int = setting(512, "size of the hidden state h_t of each layer", min=1)
     num_layers: int = setting(2, "stacked recurrent layers", min=1)
     dropout: float = setting(0.2, "dropout on embeddings, between layers and before the output", min=0, below=1)
     tie_weights: bool = setting(False, "share the embedding and output matrices (needs embedding_dim == hidden_size)")
+    input: Literal["embedding", "onehot"] = setting(
+        "embedding", "embedding (a learned vector per token) or onehot (x_t is a vocabulary-sized one-hot vector)"
+    )
+    embeddings_path: Optional[str] = setting(
+        None, "start the embedding from pre-trained word vectors: GloVe text, word2vec text or binary (.gz too)"
+    )
+    embeddings_freeze: bool = setting(False, "keep the pre-trained embedding fixed during training")
+    output: Literal["auto", "full", "adaptive"] = setting(
+        "auto", "full softmax, adaptive softmax (fast for big vocabularies), or auto: adaptive from 10,000 tokens"
+    )
+    adaptive_cutoffs: Optional[tuple[int, ...]] = setting(
+        None, "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)"
+    )
+    order: int = setting(5, "cell ngram only: predict each token from the order-1 tokens before it", min=1, max=16)
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,13 @@ class TrainConfig:
     seed: int = setting(1337, "random seed: the same seed repeats a CPU run exactly", min=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = setting("auto", "auto prefers cuda, then mps, then cpu")
     threads: Optional[int] = setting(None, "CPU threads for torch (null = torch's default)", min=1)
+    grad_accum_steps: int = setting(
+        1, "split each batch into this many micro-batches (same result, less memory); must divide batch_size", min=1
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32; fp16 uses loss scaling (CUDA only)"
+    )
+    compile: bool = setting(False, "compile the model with torch.compile (can speed up GPU training; slow to start)")
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,7 @@ ALIASES = {
     "n_layer": "num_layers", "batch": "batch_size", "bptt": "seq_len", "seq_length": "seq_len",
     "block_size": "seq_len", "clip": "grad_clip", "embed_dim": "embedding_dim", "emsize": "embedding_dim",
     "model_type": "cell", "rnn_type": "cell", "type": "cell", "tied": "tie_weights", "temp": "temperature",
+    "embeddings": "embeddings_path", "pretrained": "embeddings_path", "cutoffs": "adaptive_cutoffs",
 }  # fmt: skip
 
 
@@ -166,7 +190,7 @@ def _suggest(key: str, candidates: list[str]) -> str:
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
     if not close and "." in key:  # a right key under the wrong section, or a near miss of the name alone
         tail = key.split(".", 1)[1]
-        names = {c.split(".", 1)[1]: c for c in candidates}
+        names = {c.split(".", 1)[1]: c for c in candidates if "." in c}  # section names have no dot
         found = difflib.get_close_matches(tail, list(names), n=1, cutoff=0.6)
         close = [names[found[0]]] if found else []
     return f"; did you mean `{close[0]}`?" if close else ""
@@ -183,7 +207,7 @@ def _describe(hint) -> str:
         parts = [_describe(a) for a in typing.get_args(hint) if a is not type(None)]
         return " or ".join(parts) + " or null"
     if origin is tuple:
-        return "a text or a list of texts"
+        return "a whole number or a list of them" if typing.get_args(hint)[0] is int else "a text or a list of texts"
     return {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}.get(hint, str(hint))
 
 
@@ -204,6 +228,11 @@ def _coerce(value, hint):
         if value not in typing.get_args(hint):
             raise _Bad(f"must be {_describe(hint)}")
         return value
+    if origin is tuple and typing.get_args(hint)[0] is int:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise _Bad(f"must be {_describe(hint)}")
+        return tuple(items)
     if origin is tuple:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
@@ -223,7 +252,11 @@ def _coerce(value, hint):
                 value = float(value)
             except ValueError:
                 raise _Bad("must be a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        try:
+            finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:  # an integer beyond the float range
+            finite = False
+        if not finite:
             raise _Bad("must be a finite number")
         return float(value)
     if hint is str:
@@ -421,10 +454,39 @@ def check(config: Config) -> list[str]:
             f"model.tie_weights needs model.embedding_dim == model.hidden_size "
             f"(got {m.embedding_dim} and {m.hidden_size}); make them equal or set tie_weights: false"
         )
+    problems.extend(_check_input_and_output(m))
+    if t.batch_size % t.grad_accum_steps:
+        problems.append(
+            f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size ({t.batch_size}); "
+            "each micro-batch takes batch_size / grad_accum_steps streams"
+        )
     if not any(v is not None for v in (t.max_steps, t.max_epochs, t.max_minutes, t.target_loss, t.patience)):
         problems.append(
             "train: no stop condition; set at least one of max_steps, max_epochs, max_minutes, target_loss, patience"
         )
+    return problems
+
+
+def _check_input_and_output(m: ModelConfig) -> list[str]:
+    """One-hot input has no embedding table to tie or fill; cutoffs must cut the vocabulary in order."""
+    problems = []
+    if m.input == "onehot" and m.tie_weights:
+        problems.append("model.tie_weights needs model.input: embedding (one-hot input has no embedding table to share)")
+    if m.input == "onehot" and m.embeddings_path:
+        problems.append(
+            "model.embeddings_path needs model.input: embedding (pre-trained vectors fill the embedding table)"
+        )
+    if m.embeddings_freeze and not m.embeddings_path:
+        problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
+    cutoffs = m.adaptive_cutoffs
+    if cutoffs is not None:
+        if not cutoffs or cutoffs[0] < 1 or any(a >= b for a, b in zip(cutoffs, cutoffs[1:])):
+            problems.append(
+                f"model.adaptive_cutoffs must be increasing token ids of at least 1 (got {list(cutoffs)}), "
+                "e.g. [2000, 10000]; or null to choose them from the vocabulary size"
+            )
+        elif m.output == "full":
+            problems.append("model.adaptive_cutoffs is set but model.output is full; set output: adaptive or drop it")
     return problems
 
 

@@ -13,6 +13,13 @@ def set_verbosity(quiet: bool = False, verbose: bool = False) -> None:
     _verbosity = QUIET if quiet else VERBOSE if verbose else NORMAL
 
 
+def quiet_unless_verbose() -> None:
+    """For the helper processes of a DDP run: only rank 0 talks, unless --verbose was given."""
+    global _verbosity
+    if _verbosity < VERBOSE:
+        _verbosity = QUIET
+
+
 def _write(message: str) -> None:
     tqdm_module = sys.modules.get("tqdm")
     if tqdm_module is not None:  # keeps an active progress bar intact

@@ -41,11 +41,20 @@ def scores_from(total_nats: float, tokens: int, chars: int) -> Scores:
 
 
 @torch.no_grad()
-def total_loss(model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device) -> tuple[float, int]:
-    """Sum of -ln p(next token) over the stream, and the number of predictions."""
+def total_loss(model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device, group=None) -> tuple[float, int]:
+    """Sum of -ln p(next token) over the stream, and the number of predictions.
+
+    Under DDP the stream is folded into batch_size rows per rank; each rank reads its own block of
+    rows (the last rank also the tail) and the sums are added over ranks.
+    """
+    rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
     was_training = model.training
     model.eval()
-    inputs, targets, tail = evaluation_blocks(ids, batch_size)
+    inputs, targets, tail = evaluation_blocks(ids, batch_size * world)
+    if world > 1:
+        rows = slice(rank * batch_size, (rank + 1) * batch_size)
+        inputs, targets = inputs[rows], targets[rows]
+        tail = tail if rank == world - 1 else None
     total = 0.0
     state = None
     for start in range(0, inputs.shape[1], seq_len):
@@ -61,9 +70,13 @@ def total_loss(model, ids: np.ndarray, batch_size: int, seq_len: int, device: to
         total += tail_loss.item()
         count += tail[0].size
     model.train(was_training)
-    return total, count
+    if world > 1:
+        from rnngen.distributed import sum_over_ranks
+
+        total, count = sum_over_ranks(group, [total, float(count)], device)
+    return total, int(count)
 
 
-def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, seq_len: int, device) -> Scores:
-    total, count = total_loss(model, ids, batch_size, seq_len, device)
+def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, seq_len: int, device, group=None) -> Scores:
+    total, count = total_loss(model, ids, batch_size, seq_len, device, group)
     return scores_from(total, count, chars)

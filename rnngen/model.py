@@ -8,6 +8,18 @@ For the plain rnn cell each layer computes the textbook recurrence
 (logit) per vocabulary token; softmax of the scores is the next-token distribution, and training
 minimises its cross-entropy. Training runs PyTorch's fused recurrent modules (cuDNN on GPUs,
 oneDNN/ATen kernels on CPUs), never a Python loop over time steps.
+
+Input x_t (model.input):
+  - embedding: a learned E-dim vector per token; W_ih is then G*H x E (G = 1, 4, 3 gates for
+    rnn, lstm, gru).
+  - onehot: x_t is the theory's V-dim one-hot vector and the first layer's weight_ih (G*H x V) is
+    W_xh itself. W_xh x_t just picks column x_t of W_xh (a row lookup of W_xh^T), so the one-hot
+    model is the embedding model with E = V and an identity table. The fused kernel does that
+    product for the whole window in one matrix multiply, V/E times the work of an embedding's:
+    cheap for characters (V of 50-300), pointless for word vocabularies, so it is refused above
+    ONEHOT_MAX_VOCAB tokens.
+Output (model.output): a full V x H linear layer, or an adaptive softmax (rnngen.adaptive) whose
+forward returns exact log-probabilities, so everything that reads logits works unchanged.
 """
 
 from __future__ import annotations
@@ -16,12 +28,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnngen import console
+from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
+from rnngen.errors import ConfigError
+
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical embedding: say so
+ONEHOT_MAX_VOCAB = 10_000
 
 
 def model_args(model_config, vocab_size: int) -> dict:
     """Exactly what rebuilds the module: stored in every checkpoint."""
     m = model_config
+    output, cutoffs = _output_layer(m, vocab_size)
+    if m.input == "onehot":
+        _check_onehot(vocab_size)
     return {
         "vocab_size": vocab_size,
         "cell": m.cell,
@@ -31,56 +52,138 @@ def model_args(model_config, vocab_size: int) -> dict:
         "num_layers": m.num_layers,
         "dropout": m.dropout,
         "tie_weights": m.tie_weights,
+        "input": m.input,
+        "output": output,
+        "cutoffs": cutoffs,
+        "freeze_embedding": m.embeddings_freeze,
     }
+
+
+def _output_layer(m, vocab_size: int) -> tuple[str, list[int] | None]:
+    """model.output and model.adaptive_cutoffs, resolved against the vocabulary: ("full", None) or ("adaptive", cutoffs)."""
+    output = m.output
+    if output == "auto":
+        output = "adaptive" if vocab_size >= ADAPTIVE_FROM else "full"
+    cutoffs = list(m.adaptive_cutoffs) if m.adaptive_cutoffs else default_cutoffs(vocab_size)
+    if output == "full" or not cutoffs:
+        return "full", None
+    if cutoffs[-1] >= vocab_size:
+        raise ConfigError(
+            f"model.adaptive_cutoffs {cutoffs} must all be below the vocabulary size ({vocab_size:,} tokens); "
+            "lower them, set adaptive_cutoffs: null to choose them automatically, or set model.output: full"
+        )
+    if m.output == "auto":
+        console.info(f"model.output auto: {vocab_size:,} tokens of vocabulary -> adaptive softmax, cutoffs {cutoffs}")
+    return "adaptive", cutoffs
+
+
+def _check_onehot(vocab_size: int) -> None:
+    if vocab_size > ONEHOT_MAX_VOCAB:
+        raise ConfigError(
+            f"model.input: onehot would feed {vocab_size:,}-dimensional one-hot vectors (the vocabulary size) into "
+            f"the network, which is slow and memory-hungry above {ONEHOT_MAX_VOCAB:,} tokens; use model.input: "
+            "embedding (the same first layer with a learned, smaller input), or shrink the vocabulary with "
+            "data.min_freq or data.max_vocab"
+        )
+    if vocab_size > ONEHOT_WARN_VOCAB:
+        console.warn(
+            f"model.input: onehot with {vocab_size:,} tokens of vocabulary costs {vocab_size:,} multiply-adds per "
+            "gate unit and token in the first layer; model.input: embedding is much faster at this size"
+        )
+
+
+class OneHot(nn.Module):
+    """token ids (B, T) -> one-hot vectors (B, T, V): the theory's x_t. Dropout on them drops whole tokens."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        vectors = torch.zeros(*token_ids.shape, self.vocab_size, device=token_ids.device)  # (B, T, V)
+        return vectors.scatter_(-1, token_ids.unsqueeze(-1), 1.0)
 
 
 class RNNLM(nn.Module):
     """A word- or character-level recurrent language model."""
 
-    def __init__(self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh"):
+    def __init__(
+        self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh",
+        input="embedding", output="full", cutoffs=None, freeze_embedding=False,
+    ):  # fmt: skip
         super().__init__()
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.adaptive = output == "adaptive"
+        onehot = input == "onehot"
+        self.embedding = OneHot(vocab_size) if onehot else nn.Embedding(vocab_size, embedding_dim)
         self.dropout = nn.Dropout(dropout)
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = RECURRENT_MODULES[cell](
-            embedding_dim,
+            vocab_size if onehot else embedding_dim,
             hidden_size,
             num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0,
             batch_first=True,
             **extra,
         )
-        self.head = nn.Linear(hidden_size, vocab_size)
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.zeros_(self.head.bias)
-        if tie_weights:  # one matrix both reads tokens in and scores them out (Press & Wolf, 2017)
-            self.head.weight = self.embedding.weight
+        if self.adaptive:
+            self.head = AdaptiveSoftmax(hidden_size, vocab_size, cutoffs)
         else:
+            self.head = nn.Linear(hidden_size, vocab_size)
+            nn.init.zeros_(self.head.bias)
+        if not onehot:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+            self.embedding.weight.requires_grad_(not freeze_embedding)  # pre-trained vectors kept as they are
+        if tie_weights:  # one matrix both reads tokens in and scores them out (Press & Wolf, 2017)
+            if self.adaptive:  # the head's frequent words use their embedding rows; tail clusters keep their own
+                self.head.word_weight = self.embedding.weight
+            else:
+                self.head.weight = self.embedding.weight
+        elif not self.adaptive:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 
     def forward(self, token_ids: torch.Tensor, state=None):
-        """token_ids (B, T) -> logits (B, T, V) and the state after the last step."""
-        embedded = self.dropout(self.embedding(token_ids))  # (B, T, E)
+        """token_ids (B, T) -> logits (B, T, V) and the state after the last step.
+
+        With adaptive output the "logits" are the exact log-probabilities (log_softmax leaves them as
+        they are), so sampling and evaluation treat both output layers alike.
+        """
+        outputs, state = self.features(token_ids, state)  # (B, T, H)
+        return self.head(outputs), state  # (B, T, V)
+
+    def features(self, token_ids: torch.Tensor, state=None):
+        """token_ids (B, T) -> top-layer outputs (B, T, H) after dropout, and the state after the last step."""
+        embedded = self.dropout(self.embedding(token_ids))  # (B, T, E), or (B, T, V) one-hot
         outputs, state = self.rnn(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
-        return self.head(self.dropout(outputs)), state  # (B, T, V)
+        return self.dropout(outputs), state
 
     def initial_state(self, batch_size: int, device=None):
         """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm."""
-        weight = self.head.weight
+        weight = self.rnn.weight_hh_l0
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype)
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):
         """Cross-entropy (nats per token) of predicting `targets` (B, T), and the new state."""
+        if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
+            outputs, state = self.features(token_ids, state)
+            nll = self.head.nll(outputs.reshape(-1, outputs.size(-1)), targets.reshape(-1))  # (B*T,)
+            return _reduce(nll, reduction), state
         logits, state = self(token_ids, state)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction), state
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Log-softmax of the logits: log p(next token) over the vocabulary."""
         return F.log_softmax(logits.float(), dim=-1)
+
+
+def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The reductions of F.cross_entropy: "mean", "sum" or "none"."""
+    if reduction == "sum":
+        return values.sum()
+    return values.mean() if reduction == "mean" else values
 
 
 def detach_state(state):
@@ -94,13 +197,28 @@ def detach_state(state):
 
 def select_streams(state, rows):
     """The state of some batch rows (e.g. the last stream when it continues into a tail)."""
+    if state is None:
+        return None
     if isinstance(state, tuple):
         return tuple(s[:, rows] for s in state)
     return state[:, rows]
 
 
+def join_streams(states: list):
+    """States of consecutive row blocks side by side again: the inverse of select_streams."""
+    if len(states) == 1 or states[0] is None:
+        return states[0]
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
+    return torch.cat(states, dim=1)
+
+
 def build_model(args: dict) -> nn.Module:
     """Rebuild a model from the model_args stored in a checkpoint."""
+    if args["cell"] == "ngram":  # the count-based Markov baseline
+        from rnngen.ngram import NgramLM
+
+        return NgramLM(**args)
     return RNNLM(**args)
 
 

@@ -190,3 +190,17 @@ def test_readme_python_api_example_runs(trained, monkeypatch, capsys):
     code = block.group(1).replace("runs/demo", str(trained["word"]))
     exec(compile(code, "README", "exec"), {})
     assert capsys.readouterr().out
+
+
+def test_max_time_guard(trained):
+    out = sample(trained["char"], "--length", "1000000", "--max-time", "0.3", "--format", "jsonl")
+    record = json.loads(out.stdout)
+    assert out.exit_code == 0 and record["stopped_by"] == "max_time" and 0 < record["tokens"] < 1000000
+
+
+def test_config_sample_section_gives_defaults(trained, tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text(f"train:\n  out_dir: {trained['word']}\nsample:\n  seed: the dog\n  length: 7\n  temperature: 0\n")
+    out = run_cli("sample", "--config", config, "--format", "jsonl")
+    record = json.loads(out.stdout)
+    assert record["seed"] == "the dog" and record["tokens"] == 7 and record["settings"]["temperature"] == 0
