@@ -121,6 +121,8 @@ class Model:
             "num_layers": self.model_args.get("num_layers"),
             "hidden_size": self.model_args.get("hidden_size"),
             "embedding_dim": self.model_args.get("embedding_dim"),
+            "order": self.model_args.get("order"),
+            "stored_ngrams": summary.get("stored_ngrams"),
             "input": self.model_args.get("input"),
             "output": self.model_args.get("output"),
             "adaptive_cutoffs": self.model_args.get("cutoffs"),

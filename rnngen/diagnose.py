@@ -28,7 +28,7 @@ from torch import nn
 from rnngen import console
 from rnngen.errors import DataError, UserError
 
-WINDOWS = 32  # batch of text windows the norms are averaged over
+WINDOWS = 128  # batch of text windows the norms are averaged over
 WARMUP_TOKENS = 50  # read before each window without gradients, so the state is a realistic one
 SLOW_DECAY_STEPS = 20  # falling 10x in fewer steps than this: distant context barely trains
 SPIKE_FACTOR = 10.0  # a step whose gradient norm exceeds the running average of the steps before it by this
@@ -255,7 +255,7 @@ def format_profile(profile: GradientProfile, bar_width: int = 40) -> str:
         if max(profile.sigma_max) < 1:
             why = "below 1, and |tanh'| <= 1, so the gradient must vanish"
         else:
-            why = "not below 1, so W_hh alone does not force vanishing; saturated units (tanh' near 0) can"
+            why = "1 or more, so this bound does not force vanishing; the table is what actually happens"
         lines.append(f"largest singular value of W_hh: {sigmas} ({why})")
     lines.append(f"verdict: {profile.verdict}")
     return "\n".join(lines) + "\n"
@@ -292,50 +292,57 @@ def format_report(profiles: list[GradientProfile]) -> str:
 # --------------------------------------------------------------------------- training side
 
 
-def training_gradient_summary(norms: list[float], grad_clip: float | None) -> tuple[str, list[str]]:
-    """A summary line of the per-step gradient norms (before clipping) of a training session, and warnings."""
-    if not norms:
+def training_gradient_summary(norms: list[float], grad_clip: float | None, last_step: int) -> tuple[str, list[str]]:
+    """A summary line of a training session's gradient norms (before clipping), and warnings.
+
+    norms holds one value per step of the session, the last one being step `last_step`; the
+    non-finite ones (steps that were skipped, and warned about then) are left out.
+    """
+    finite = [n for n in norms if math.isfinite(n)]
+    if not finite:
         return "", []
-    median = statistics.median(norms)
-    peak = max(norms)
-    line = (f"gradient norm over {len(norms):,} steps: mean {statistics.fmean(norms):.3g}, "
-            f"median {median:.3g}, max {peak:.3g}")  # fmt: skip
+    line = (f"gradient norm over {len(finite):,} steps: mean {statistics.fmean(finite):.3g}, "
+            f"median {statistics.median(finite):.3g}, max {max(finite):.3g}")  # fmt: skip
     warnings = []
     if grad_clip is not None:
-        clipped = sum(n > grad_clip for n in norms) / len(norms)
+        clipped = sum(n > grad_clip for n in finite) / len(finite)
         line += f"; clipped to {grad_clip:g} in {clipped:.0%} of steps"
         if clipped > MOSTLY_CLIPPED:
             warnings.append(
                 f"gradient clipping fired in {clipped:.0%} of steps: most updates were shrunk, so training moved "
                 "slower than train.lr says; lower train.lr, or raise train.grad_clip if training is stable"
             )
-    spikes = spike_ratios(norms)
+    spikes = gradient_spikes(norms)
     if spikes:
+        first_step = last_step - len(norms) + 1
+        where = ", ".join(str(first_step + index) for index, _ in spikes[:5]) + (", ..." if len(spikes) > 5 else "")
         guard = "clipping kept those updates bounded" if grad_clip is not None else "set train.grad_clip to bound them"
         warnings.append(
-            f"the gradient norm spiked in {len(spikes)} step(s), up to {max(spikes):.0f}x the average of the steps "
-            f"before: exploding gradients; {guard}, or lower train.lr"
+            f"the gradient norm spiked at step {where}, up to {max(r for _, r in spikes):.0f}x the average of the "
+            f"steps before: exploding gradients; {guard}, or lower train.lr"
         )
     return line, warnings
 
 
-def spike_ratios(norms: list[float]) -> list[float]:
-    """norm / running average of the norms before it, for every step where that exceeds SPIKE_FACTOR.
+def gradient_spikes(norms: list[float]) -> list[tuple[int, float]]:
+    """(index, norm / running average of the norms before it) for every step where that ratio exceeds SPIKE_FACTOR.
 
-    The running average starts at the first step's norm, which is usually the largest (the loss is
-    highest at initialisation), so the steep fall at the start of training never counts as a spike.
+    The average forgets slowly, so a gradual drift (such as the fall from the initial value) never
+    counts, while a sudden jump does.
     """
-    ratios, average = [], None
-    for norm in norms:
+    spikes, average = [], None
+    for index, norm in enumerate(norms):
+        if not math.isfinite(norm):
+            continue
         if average and norm > SPIKE_FACTOR * average:  # None before the first step; 0 only if all were 0
-            ratios.append(norm / average)
+            spikes.append((index, norm / average))
         average = norm if average is None else SPIKE_AVERAGE_DECAY * average + (1 - SPIKE_AVERAGE_DECAY) * norm
-    return ratios
+    return spikes
 
 
-def report_training_gradients(norms: list[float], grad_clip: float | None) -> None:
+def report_training_gradients(norms: list[float], grad_clip: float | None, last_step: int) -> None:
     """Print the end-of-training gradient summary on stderr."""
-    line, warnings = training_gradient_summary(norms, grad_clip)
+    line, warnings = training_gradient_summary(norms, grad_clip, last_step)
     if line:
         console.info(line)
     for warning in warnings:

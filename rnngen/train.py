@@ -223,7 +223,8 @@ class Trainer:
         self.val_ids = self.prepared.ids("val")
         if len(self.val_ids) < 2:
             raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
-        self.model_args = model_args(config.model, len(self.vocab))
+        # a resumed run rebuilds exactly the module it saved; a new run derives it from the config
+        self.model_args = previous[checkpoint.MODEL_ARGS] if previous else model_args(config.model, len(self.vocab))
         self.model = build_model(self.model_args).to(self.device)
         if self.group.rank > 0:  # same initial weights everywhere, different dropout masks per rank
             torch.manual_seed(t.seed + self.group.rank)
@@ -305,7 +306,7 @@ class Trainer:
         bar = console.progress(total=t.max_steps, initial=s.step, unit="step", desc="train")
         log_every_line = not console.bars_enabled()
         window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
-        step_norms = []  # every finite step's gradient norm, for the end-of-training summary
+        step_norms = []  # every step's gradient norm (non-finite where skipped), for the end-of-training summary
         window_start, window_tokens = time.monotonic(), 0
         session_start = time.monotonic() - s.elapsed_s
         reason = None
@@ -338,6 +339,7 @@ class Trainer:
                 # clip the global gradient norm: exploding gradients are the classic RNN failure
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
                 loss_value, norm_value = loss.item(), grad_norm.item()
+                step_norms.append(norm_value)
                 if group.enabled:  # the mean over all ranks' streams (the gradients already are)
                     loss_value = distributed.sum_over_ranks(group, [loss_value], self.device)[0] / group.world_size
                 if self.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm_value):
@@ -353,7 +355,6 @@ class Trainer:
                     self.hidden = detach_state(hidden)
                     window_loss += loss_value
                     window_norm += norm_value
-                    step_norms.append(norm_value)
                     window_clipped += int(t.grad_clip is not None and norm_value > t.grad_clip)
                     window_steps += 1
                 else:
@@ -390,7 +391,8 @@ class Trainer:
             if group.is_writer:
                 self._metrics_row(lr, window_loss, window_steps, window_norm, window_clipped, 0.0, scores)
         self._save_last()
-        report_training_gradients(step_norms, t.grad_clip)
+        if group.is_writer:  # the gradients, and so their norms, are the same on every rank
+            report_training_gradients(step_norms, t.grad_clip, s.step)
         console.detail(f"rank {group.rank} of {group.world_size}: stopped at step {s.step}")
         console.info(f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}")
         return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
@@ -473,6 +475,7 @@ class Trainer:
             console.warn(f"the weights had diverged; went back to the weights of {self.paths.last}")
         else:
             self.model.load_state_dict(build_model(self.model_args).state_dict())
+            load_pretrained(self.model, self.config.model, self.vocab)
             self.optimizer = self._make_optimizer()
             console.warn("the weights had diverged before any checkpoint; started again from fresh weights")
 

@@ -148,17 +148,30 @@ def test_verdicts():
 
 
 def test_training_summary_is_quiet_for_calm_norms_and_warns_on_clipping_and_spikes():
-    line, warnings = training_gradient_summary([0.5, 0.6, 0.4, 0.5] * 10, grad_clip=1.0)
+    line, warnings = training_gradient_summary([0.5, 0.6, 0.4, 0.5] * 10, grad_clip=1.0, last_step=40)
     assert line.startswith("gradient norm over 40 steps: mean 0.5") and "clipped to 1 in 0% of steps" in line
     assert warnings == []
-    _, warnings = training_gradient_summary([2.0, 3.0, 0.9] * 10, grad_clip=1.0)
+    _, warnings = training_gradient_summary([2.0, 3.0, 0.9] * 10, grad_clip=1.0, last_step=30)
     assert len(warnings) == 1 and "clipping fired in 67% of steps" in warnings[0]
-    _, warnings = training_gradient_summary([0.5] * 30 + [40.0] + [0.5] * 10, grad_clip=None)
-    assert len(warnings) == 1 and "spiked in 1 step(s), up to 80x the average of the steps before" in warnings[0]
+    resumed_at_100 = [0.5] * 30 + [40.0] + [0.5] * 10  # steps 101..141; the spike is step 131
+    _, warnings = training_gradient_summary(resumed_at_100, grad_clip=None, last_step=141)
+    assert len(warnings) == 1 and "spiked at step 131, up to 80x the average of the steps before" in warnings[0]
     assert "set train.grad_clip" in warnings[0]
     falling_start = [8.0, 5.0, 3.0, 1.0, 0.5] + [0.2] * 200  # large at initialisation: normal, not a spike
-    assert training_gradient_summary(falling_start, grad_clip=None)[1] == []
-    assert training_gradient_summary([], 1.0) == ("", [])
+    assert training_gradient_summary(falling_start, grad_clip=None, last_step=205)[1] == []
+    with_skipped = [0.5, float("nan"), 0.5, float("inf"), 0.5]  # skipped steps are left out of the summary
+    assert training_gradient_summary(with_skipped, 1.0, 5)[0].startswith("gradient norm over 3 steps: mean 0.5,")
+    assert training_gradient_summary([], 1.0, 0) == ("", [])
+
+
+def test_a_real_spike_is_reported_with_its_step(tmp_path):
+    """lr 30 with clipping off: the first steps blow the gradient up, and the summary names the step."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    wild = {"lr": 30.0, "grad_clip": None, "warmup_steps": 0, "max_steps": 10, "eval_every": 10, "sample_length": 0}
+    result = run_cli("train", "--config", tiny_config(tmp_path, corpus, model={"cell": "rnn"}, train=wild))
+    assert "Warning: the gradient norm spiked at step " in result.stderr, result.stderr
+    assert "set train.grad_clip to bound them" in result.stderr
 
 
 # --------------------------------------------------------------------------- the command
