@@ -332,19 +332,19 @@ def _indent(text: str) -> str:
 
 
 @cli.command()
-@click.argument("targets", nargs=-1, type=click.Path(), metavar="[CHECKPOINT_OR_RUN]...")
-@click.option("--data", "data_path", help="Text file to measure on (default: each model's validation split).")
+@click.argument("targets", nargs=-1, required=True, type=click.Path(), metavar="CHECKPOINT_OR_RUN...")
+@click.option("--data", "data_path", help="Text file to measure on, or - for stdin (default: each model's validation split).")
 @click.option("--steps", type=click.IntRange(min=3), default=64, show_default=True, help="Time steps to run back through.")
 @click.option("--init", "with_init", is_flag=True, help="Also measure the same architecture at its initial weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw gradient norm against distance to FILE.png.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw gradient norm against distance to FILE.png (.svg, .pdf).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
     """Vanishing or exploding gradients: how much of the last step's loss reaches each earlier hidden state.
 
     Runs --steps time steps over windows of text and prints, per layer, the norm of
     d loss(last step) / d h_t against the distance back in time, with the measured decay rate.
-    Several checkpoints or run directories are compared (default: the latest run).
+    Several checkpoints or run directories are compared side by side.
 
     \b
     Examples:
@@ -353,15 +353,15 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
     """
     from rnngen.api import load
     from rnngen.diagnose import format_report, gradient_profile
-    from rnngen.runs import latest_run
 
-    if plot_path:
-        from rnngen.plot import require_matplotlib
+    if plot_path:  # before the measuring, which takes a while
+        from rnngen.plot import picture_format, require_matplotlib
 
         require_matplotlib()
+        picture_format(plot_path)
     text = _read_eval_text(data_path) if data_path else None
     profiles = []
-    for target in targets or (str(latest_run()),):
+    for target in targets:
         model = load(target, device)
         ids = (model.validation_ids() if text is None else model.encode_text(text))[0]
         profiles.append(gradient_profile(model, ids, steps))

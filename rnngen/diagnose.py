@@ -292,11 +292,14 @@ def format_report(profiles: list[GradientProfile]) -> str:
 # --------------------------------------------------------------------------- training side
 
 
-def training_gradient_summary(norms: list[float], grad_clip: float | None, last_step: int) -> tuple[str, list[str]]:
+def training_gradient_summary(
+    norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0
+) -> tuple[str, list[str]]:
     """A summary line of a training session's gradient norms (before clipping), and warnings.
 
     norms holds one value per step of the session, the last one being step `last_step`; the
-    non-finite ones (steps that were skipped, and warned about then) are left out.
+    non-finite ones (steps that were skipped, and warned about then) are left out. Jumps in the
+    first `settle_steps` steps of a run (the learning-rate warmup) are expected and not flagged.
     """
     finite = [n for n in norms if math.isfinite(n)]
     if not finite:
@@ -312,13 +315,13 @@ def training_gradient_summary(norms: list[float], grad_clip: float | None, last_
                 f"gradient clipping fired in {clipped:.0%} of steps: most updates were shrunk, so training moved "
                 "slower than train.lr says; lower train.lr, or raise train.grad_clip if training is stable"
             )
-    spikes = gradient_spikes(norms)
+    first_step = last_step - len(norms) + 1
+    spikes = [(i, ratio) for i, ratio in gradient_spikes(norms) if first_step + i > settle_steps]
     if spikes:
-        first_step = last_step - len(norms) + 1
         where = ", ".join(str(first_step + index) for index, _ in spikes[:5]) + (", ..." if len(spikes) > 5 else "")
         guard = "clipping kept those updates bounded" if grad_clip is not None else "set train.grad_clip to bound them"
         warnings.append(
-            f"the gradient norm spiked at step {where}, up to {max(r for _, r in spikes):.0f}x the average of the "
+            f"the gradient norm spiked at step{'s' if len(spikes) > 1 else ''} {where}, up to {max(r for _, r in spikes):.0f}x the average of the "
             f"steps before: exploding gradients; {guard}, or lower train.lr"
         )
     return line, warnings
@@ -340,9 +343,9 @@ def gradient_spikes(norms: list[float]) -> list[tuple[int, float]]:
     return spikes
 
 
-def report_training_gradients(norms: list[float], grad_clip: float | None, last_step: int) -> None:
+def report_training_gradients(norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0) -> None:
     """Print the end-of-training gradient summary on stderr."""
-    line, warnings = training_gradient_summary(norms, grad_clip, last_step)
+    line, warnings = training_gradient_summary(norms, grad_clip, last_step, settle_steps)
     if line:
         console.info(line)
     for warning in warnings:

@@ -144,19 +144,20 @@ class RNNLM(nn.Module):
         elif not self.adaptive:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 
-    def forward(self, token_ids: torch.Tensor, state=None):
+    def forward(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
         """token_ids (B, T) -> logits (B, T, V) and the state after the last step.
 
+        `recurrent` stands in for self.rnn (rnngen.stepper's fast CPU steps while sampling).
         With adaptive output the "logits" are the exact log-probabilities (log_softmax leaves them as
         they are), so sampling and evaluation treat both output layers alike.
         """
-        outputs, state = self.features(token_ids, state)  # (B, T, H)
+        outputs, state = self.features(token_ids, state, recurrent)  # (B, T, H)
         return self.head(outputs), state  # (B, T, V)
 
-    def features(self, token_ids: torch.Tensor, state=None):
+    def features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
         """token_ids (B, T) -> top-layer outputs (B, T, H) after dropout, and the state after the last step."""
         embedded = self.dropout(self.embedding(token_ids))  # (B, T, E), or (B, T, V) one-hot
-        outputs, state = self.rnn(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
+        outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
         return self.dropout(outputs), state
 
     def initial_state(self, batch_size: int, device=None):

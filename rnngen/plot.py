@@ -38,14 +38,19 @@ def _figure(width: float, height: float):
     return figure
 
 
-def save_figure(figure, path: str | Path) -> Path:
-    """Render to memory, then write atomically; the format follows the suffix (.png, .svg, .pdf)."""
-    path = Path(path)
-    image_format = FORMATS.get(path.suffix.lower())
+def picture_format(path: str | Path) -> str:
+    """The image format a file name asks for (png, svg or pdf); anything else is refused."""
+    image_format = FORMATS.get(Path(path).suffix.lower())
     if image_format is None:
         raise UserError(f"cannot write a picture to {path}: give a file name ending in .png, .svg or .pdf")
+    return image_format
+
+
+def save_figure(figure, path: str | Path) -> Path:
+    """Render to memory, then write atomically."""
+    path = Path(path)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=image_format, dpi=DPI)
+    figure.savefig(buffer, format=picture_format(path), dpi=DPI)
     write_bytes(path, buffer.getvalue())
     return path
 

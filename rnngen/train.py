@@ -392,7 +392,7 @@ class Trainer:
                 self._metrics_row(lr, window_loss, window_steps, window_norm, window_clipped, 0.0, scores)
         self._save_last()
         if group.is_writer:  # the gradients, and so their norms, are the same on every rank
-            report_training_gradients(step_norms, t.grad_clip, s.step)
+            report_training_gradients(step_norms, t.grad_clip, s.step, settle_steps=t.warmup_steps)
         console.detail(f"rank {group.rank} of {group.world_size}: stopped at step {s.step}")
         console.info(f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}")
         return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)

@@ -252,6 +252,9 @@ def test_diagnose_user_errors(trained_runs, tmp_path):
     result = run_cli("diagnose", tmp_path / "nowhere")
     assert result.exit_code == 2 and "Error: run directory" in result.stderr
     assert run_cli("diagnose", runs["rnn"], "--steps", "2").exit_code == 2
+    assert run_cli("diagnose").exit_code == 2  # CHECKPOINT_OR_RUN is required
+    result = run_cli("diagnose", runs["rnn"], "--plot", tmp_path / "g.jpg")
+    assert result.exit_code == 2 and "ending in .png, .svg or .pdf" in result.stderr and result.stdout == ""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     config = tiny_config(tmp_path, corpus, model={"cell": "ngram"}, train={"out_dir": str(tmp_path / "ngram")})
@@ -278,3 +281,9 @@ def test_init_weights_are_the_ones_training_started_from(tmp_path):
     trained, initial = json.loads(run_cli("diagnose", tmp_path / "lstm", "--steps", "8", "--init", "--json").stdout)
     assert initial["weights"] == "initial"
     assert initial["norms"][0] == pytest.approx(trained["norms"][0], rel=1e-4)  # one step of lr 1e-9 moved nothing
+
+
+def test_jumps_during_warmup_are_not_flagged():
+    early = [0.5] * 8 + [20.0] + [0.5] * 100  # step 9, inside a 20-step warmup
+    assert training_gradient_summary(early, grad_clip=1.0, last_step=109, settle_steps=20)[1] == []
+    assert training_gradient_summary(early, grad_clip=1.0, last_step=109)[1] != []
