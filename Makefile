@@ -18,9 +18,9 @@ test: $(STAMP)
 	$(PYTHON) -m pytest tests
 
 demo: $(STAMP)
-	rnngen train --overwrite
+	$(PYTHON) -m rnngen train --overwrite
 	@echo "--- a sample from the demo model:" >&2
-	rnngen sample --run runs/demo --length 400
+	$(PYTHON) -m rnngen sample --run runs/demo --length 400
 
 bench: $(STAMP)
 	$(PYTHON) bench/run_all.py

@@ -44,7 +44,14 @@ def synthesise(directory: Path, tokens: int) -> Path:
     val_tokens = 20_000
     np.random.default_rng(1).integers(1, VOCAB, val_tokens, dtype=np.uint16).tofile(directory / "val.bin")
     stat = source.stat()
-    settings = {"level": "char", "lowercase": False, "min_freq": 1, "max_vocab": None, "val_fraction": 0.05, "errors": "strict"}
+    settings = {
+        "level": "char",
+        "lowercase": False,
+        "min_freq": 1,
+        "max_vocab": None,
+        "val_fraction": 0.05,
+        "errors": "strict",
+    }
     meta = {
         "format_version": 1, "settings": settings, "dtype": "uint16",
         "sources": [{"name": str(source), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": "synthetic"}],
@@ -53,14 +60,22 @@ def synthesise(directory: Path, tokens: int) -> Path:
     }  # fmt: skip
     (directory / "meta.json").write_text(json.dumps(meta))
     tokens_list = [["<unk>", 0]] + [[chr(32 + i), 1] for i in range(VOCAB - 1)]
-    (directory / "vocab.json").write_text(json.dumps({"level": "char", "lowercase": False, "unk": "<unk>", "tokens": tokens_list}))
+    (directory / "vocab.json").write_text(
+        json.dumps({"level": "char", "lowercase": False, "unk": "<unk>", "tokens": tokens_list})
+    )
     return source
 
 
 def train_peak_mb(prepared: Path, run: Path, steps: int) -> float:
     """Peak RSS (MB) of a training subprocess, read from its own rusage."""
     source = prepared / "source.txt"
-    sets = [f"data.path={source}", f"data.prepared_dir={prepared}", f"train.out_dir={run}", f"train.max_steps={steps}", *STEP_ARGS]
+    sets = [
+        f"data.path={source}",
+        f"data.prepared_dir={prepared}",
+        f"train.out_dir={run}",
+        f"train.max_steps={steps}",
+        *STEP_ARGS,
+    ]
     code = (
         "import resource, sys, runpy\n"
         "sys.argv = ['rnngen'] + sys.argv[1:]\n"
@@ -78,8 +93,18 @@ def train_peak_mb(prepared: Path, run: Path, steps: int) -> float:
 
 def tokens_per_s(prepared: Path, run: Path, processes: int, steps: int = 60) -> float:
     source = prepared / "source.txt"
-    sets = [f"data.path={source}", f"data.prepared_dir={prepared}", f"train.out_dir={run}", f"train.max_steps={steps}", *STEP_ARGS]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] if processes > 1 else [sys.executable]
+    sets = [
+        f"data.path={source}",
+        f"data.prepared_dir={prepared}",
+        f"train.out_dir={run}",
+        f"train.max_steps={steps}",
+        *STEP_ARGS,
+    ]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
     proc = subprocess.run([*launcher, "-m", "rnngen", "-q", "train", "--overwrite", *[x for s in sets for x in ("--set", s)]],
                           capture_output=True, text=True, env=env)  # fmt: skip
@@ -87,7 +112,9 @@ def tokens_per_s(prepared: Path, run: Path, processes: int, steps: int = 60) -> 
         sys.exit(f"training failed:\n{proc.stderr[-3000:]}")
     with open(run / "metrics.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["train_loss"]]
-    return (int(rows[-1]["tokens"]) - int(rows[0]["tokens"])) / (float(rows[-1]["elapsed_s"]) - float(rows[0]["elapsed_s"]))
+    return (int(rows[-1]["tokens"]) - int(rows[0]["tokens"])) / (
+        float(rows[-1]["elapsed_s"]) - float(rows[0]["elapsed_s"])
+    )
 
 
 def main() -> None:

@@ -23,7 +23,9 @@ def generate(path, megabytes: int) -> int:
     with open(path, "w", encoding="utf-8") as f:
         while written < target:
             sentence = " ".join(rng.choices(words, cum_weights=cumulative, k=rng.randint(5, 25)))
-            line = sentence.capitalize() + rng.choice([".", "!", "?", ", and"]) + ("\n\n" if rng.random() < 0.1 else " ")
+            line = (
+                sentence.capitalize() + rng.choice([".", "!", "?", ", and"]) + ("\n\n" if rng.random() < 0.1 else " ")
+            )
             f.write(line)
             written += len(line)
     return written
@@ -38,7 +40,9 @@ def main() -> None:
     if not text.exists() or text.stat().st_size < args.mb * 1_000_000:
         generate(text, args.mb)
     size_mb = text.stat().st_size / 1e6
-    wall, peak_mb, _ = run_cli("-q", "prepare", str(text), "--level", "word", "--out", str(work / "prepared"), "--force")
+    wall, peak_mb, _ = run_cli(
+        "-q", "prepare", str(text), "--level", "word", "--out", str(work / "prepared"), "--force"
+    )
     report("prepare_speed", {
         "input_mb": round(size_mb, 1),
         "seconds": round(wall, 2),

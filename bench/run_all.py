@@ -21,7 +21,9 @@ SCRIPTS = [
 
 def main() -> int:
     failed = []
-    for name in SCRIPTS + [p.name for p in sorted(HERE.glob("*.py")) if p.name not in SCRIPTS + ["run_all.py", "common.py"]]:
+    for name in SCRIPTS + [
+        p.name for p in sorted(HERE.glob("*.py")) if p.name not in SCRIPTS + ["run_all.py", "common.py"]
+    ]:
         print(f"--- {name}", flush=True)
         if subprocess.run([sys.executable, str(HERE / name)], cwd=HERE).returncode != 0:
             failed.append(name)

@@ -12,8 +12,8 @@ The command line uses the same functions, so both behave alike.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -44,7 +44,9 @@ class Model:
             self.module = build_model(self.model_args)
             self.module.load_state_dict(payload[checkpoint.MODEL_STATE])
         except (KeyError, TypeError, RuntimeError) as e:
-            raise CheckpointError(f"{path} is damaged: {str(e).splitlines()[0][:200]}; use another checkpoint") from None
+            raise CheckpointError(
+                f"{path} is damaged: {str(e).splitlines()[0][:200]}; use another checkpoint"
+            ) from None
         self.module.to(self.device).eval()
 
     @property

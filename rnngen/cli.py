@@ -20,7 +20,11 @@ from rnngen.errors import TrainingFailed, UserError, WriteError
 EXIT_INTERRUPTED = 130
 
 set_option = click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set train.lr=0.001 (repeatable)."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.lr=0.001 (repeatable).",
 )
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
 
@@ -178,10 +182,18 @@ def _load_model(checkpoint, run, config_path, sets, device):
 @click.option("--random-seed", type=int, help="Random seed for exactly repeatable output.")
 @click.option("--stop", multiple=True, help="End a sample when this text appears (repeatable).")
 @click.option("--max-time", type=float, help="Stop generating after this many seconds.")
-@click.option("--on-unknown", type=click.Choice(["error", "unk", "skip", "nearest"]), help="Seed tokens not in the vocabulary.")
+@click.option(
+    "--on-unknown", type=click.Choice(["error", "unk", "skip", "nearest"]), help="Seed tokens not in the vocabulary."
+)
 @click.option("--include-seed/--no-include-seed", default=None, help="Print the seed before the generated text.")
 @click.option("--separator", default="\n", show_default=repr("\n"), help="Printed between samples.")
-@click.option("--format", "output_format", type=click.Choice(["text", "jsonl"]), default="text", help="text, or one JSON object per sample.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    help="text, or one JSON object per sample.",
+)
 @click.option("--report-copying", is_flag=True, help="Report how much of each sample is copied from the training text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
 def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples,
@@ -257,8 +269,12 @@ def _report_copying(copy_index, sample, number: int) -> dict:
 
 
 @cli.command()
-@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(), help="Checkpoint or run directory (repeatable).")
-@click.option("--data", "data_path", help="Text file to score, or - for stdin (default: each model's validation split).")
+@click.option(
+    "--checkpoint", "checkpoints", multiple=True, type=click.Path(), help="Checkpoint or run directory (repeatable)."
+)
+@click.option(
+    "--data", "data_path", help="Text file to score, or - for stdin (default: each model's validation split)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel streams the text is folded into (1 = one pass in order, exact; more = faster).")  # fmt: skip
@@ -333,11 +349,20 @@ def _indent(text: str) -> str:
 
 @cli.command()
 @click.argument("targets", nargs=-1, required=True, type=click.Path(), metavar="CHECKPOINT_OR_RUN...")
-@click.option("--data", "data_path", help="Text file to measure on, or - for stdin (default: each model's validation split).")
-@click.option("--steps", type=click.IntRange(min=3), default=64, show_default=True, help="Time steps to run back through.")
+@click.option(
+    "--data", "data_path", help="Text file to measure on, or - for stdin (default: each model's validation split)."
+)
+@click.option(
+    "--steps", type=click.IntRange(min=3), default=64, show_default=True, help="Time steps to run back through."
+)
 @click.option("--init", "with_init", is_flag=True, help="Also measure the same architecture at its initial weights.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Draw gradient norm against distance to FILE.png (.svg, .pdf).")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Draw gradient norm against distance to FILE.png (.svg, .pdf).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
     """Vanishing or exploding gradients: how much of the last step's loss reaches each earlier hidden state.
@@ -383,8 +408,22 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
-@click.option("-o", "--output", default="training.png", show_default=True, type=click.Path(dir_okay=False), help="Picture to write (.png, .svg or .pdf).")
-@click.option("--x", "x_axis", type=click.Choice(["step", "time"]), default="step", show_default=True, help="Horizontal axis: steps or training minutes.")
+@click.option(
+    "-o",
+    "--output",
+    default="training.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Picture to write (.png, .svg or .pdf).",
+)
+@click.option(
+    "--x",
+    "x_axis",
+    type=click.Choice(["step", "time"]),
+    default="step",
+    show_default=True,
+    help="Horizontal axis: steps or training minutes.",
+)
 def plot(run_dirs, output, x_axis):
     """Training and validation loss of one or more runs, overlaid, with their gradient norms.
 
@@ -412,8 +451,12 @@ def plot(run_dirs, output, x_axis):
                    "Default: ngram:2,ngram:3,ngram:5,rnn,lstm,gru.")  # fmt: skip
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Training time of each neural model (default: train.max_minutes, else 5).")  # fmt: skip
-@click.option("--format", "output_format", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train and run (train.device).")
+@click.option(
+    "--format", "output_format", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train and run (train.device)."
+)
 def compare(config_path, sets, model_specs, budget_minutes, output_format, device):
     """Markov (n-gram) models against RNN, LSTM and GRU on the same text: one table.
 

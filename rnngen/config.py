@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from rnngen.errors import ConfigError
 
@@ -31,16 +31,18 @@ def setting(default, help: str, *, min=None, max=None, above=None, below=None):
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: Optional[tuple[str, ...]] = setting(
+    path: tuple[str, ...] | None = setting(
         None, "text file(s), glob(s) or directories to learn from; null = the built-in demo corpus"
     )
     level: Literal["char", "word"] = setting("char", "token level: char (every character) or word")
     lowercase: bool = setting(False, "lowercase the text before tokenizing")
     min_freq: int = setting(1, "tokens seen fewer times become <unk>", min=1)
-    max_vocab: Optional[int] = setting(None, "keep only the most frequent tokens (null = all)", min=2)
+    max_vocab: int | None = setting(None, "keep only the most frequent tokens (null = all)", min=2)
     val_fraction: float = setting(0.05, "share of the text, taken from the END, used for validation", above=0, below=1)
-    prepared_dir: Optional[str] = setting(None, "where prepared data goes (null = <train.out_dir>/prepared)")
-    errors: Literal["strict", "replace"] = setting("strict", "invalid UTF-8: strict = stop with an error, replace = use U+FFFD")
+    prepared_dir: str | None = setting(None, "where prepared data goes (null = <train.out_dir>/prepared)")
+    errors: Literal["strict", "replace"] = setting(
+        "strict", "invalid UTF-8: strict = stop with an error, replace = use U+FFFD"
+    )
 
 
 @dataclass(frozen=True)
@@ -57,15 +59,16 @@ class ModelConfig:
     input: Literal["embedding", "onehot"] = setting(
         "embedding", "embedding (a learned vector per token) or onehot (x_t is a vocabulary-sized one-hot vector)"
     )
-    embeddings_path: Optional[str] = setting(
+    embeddings_path: str | None = setting(
         None, "start the embedding from pre-trained word vectors: GloVe text, word2vec text or binary (.gz too)"
     )
     embeddings_freeze: bool = setting(False, "keep the pre-trained embedding fixed during training")
     output: Literal["auto", "full", "adaptive"] = setting(
         "auto", "full softmax, adaptive softmax (fast for big vocabularies), or auto: adaptive from 10,000 tokens"
     )
-    adaptive_cutoffs: Optional[tuple[int, ...]] = setting(
-        None, "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)"
+    adaptive_cutoffs: tuple[int, ...] | None = setting(
+        None,
+        "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)",
     )
     order: int = setting(5, "cell ngram only: predict each token from the order-1 tokens before it", min=1, max=16)
 
@@ -75,11 +78,11 @@ class TrainConfig:
     out_dir: str = setting("runs/default", "run directory: config, checkpoints, metrics, samples")
     batch_size: int = setting(64, "parallel token streams per step", min=1)
     seq_len: int = setting(128, "truncated BPTT length: time steps per window", min=1)
-    max_steps: Optional[int] = setting(None, "stop after this many optimizer steps", min=1)
-    max_epochs: Optional[float] = setting(10, "stop after this many passes over the training text", above=0)
-    max_minutes: Optional[float] = setting(None, "stop after this much wall time", above=0)
-    target_loss: Optional[float] = setting(None, "stop once validation loss (nats/token) falls below this", above=0)
-    patience: Optional[int] = setting(None, "stop after this many evaluations without improvement", min=1)
+    max_steps: int | None = setting(None, "stop after this many optimizer steps", min=1)
+    max_epochs: float | None = setting(10, "stop after this many passes over the training text", above=0)
+    max_minutes: float | None = setting(None, "stop after this much wall time", above=0)
+    target_loss: float | None = setting(None, "stop once validation loss (nats/token) falls below this", above=0)
+    patience: int | None = setting(None, "stop after this many evaluations without improvement", min=1)
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd (with momentum)")
     lr: float = setting(2e-3, "peak learning rate", above=0)
     weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd)", min=0)
@@ -89,11 +92,13 @@ class TrainConfig:
     )
     warmup_steps: int = setting(50, "linear warmup steps", min=0)
     min_lr_ratio: float = setting(0.1, "cosine decays to lr * min_lr_ratio", min=0, max=1)
-    decay_steps: Optional[int] = setting(
+    decay_steps: int | None = setting(
         None, "length of the cosine decay in steps (null = from max_steps, max_epochs or max_minutes)", min=1
     )
-    plateau_factor: float = setting(0.5, "plateau schedule: multiply lr by this when validation stalls", above=0, below=1)
-    grad_clip: Optional[float] = setting(1.0, "clip the global gradient norm to this (null = off)", above=0)
+    plateau_factor: float = setting(
+        0.5, "plateau schedule: multiply lr by this when validation stalls", above=0, below=1
+    )
+    grad_clip: float | None = setting(1.0, "clip the global gradient norm to this (null = off)", above=0)
     reset_state: bool = setting(False, "start every window from a zero hidden state instead of carrying it")
     eval_every: int = setting(200, "evaluate, sample and save best.pt every N steps", min=1)
     eval_batch_size: int = setting(16, "parallel streams used to run through the validation text", min=1)
@@ -102,7 +107,7 @@ class TrainConfig:
     sample_length: int = setting(200, "tokens in the sample written at each evaluation (0 = none)", min=0)
     seed: int = setting(1337, "random seed: the same seed repeats a CPU run exactly", min=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = setting("auto", "auto prefers cuda, then mps, then cpu")
-    threads: Optional[int] = setting(None, "CPU threads for torch (null = torch's default)", min=1)
+    threads: int | None = setting(None, "CPU threads for torch (null = torch's default)", min=1)
     grad_accum_steps: int = setting(
         1, "split each batch into this many micro-batches (same result, less memory); must divide batch_size", min=1
     )
@@ -114,16 +119,16 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    seed: Optional[str] = setting(None, "seed text the sample starts from (null = start of a line)")
+    seed: str | None = setting(None, "seed text the sample starts from (null = start of a line)")
     length: int = setting(300, "tokens to generate after the seed", min=0)
     temperature: float = setting(0.8, "softmax temperature; 0 = greedy argmax", min=0)
-    top_k: Optional[int] = setting(None, "draw only from the k most likely tokens", min=1)
-    top_p: Optional[float] = setting(None, "draw only from the smallest set with this much probability", above=0, max=1)
+    top_k: int | None = setting(None, "draw only from the k most likely tokens", min=1)
+    top_p: float | None = setting(None, "draw only from the smallest set with this much probability", above=0, max=1)
     repetition_penalty: float = setting(1.0, "divide the odds of tokens already generated by this (1 = off)", above=0)
     num_samples: int = setting(1, "samples generated together as one batch", min=1)
-    random_seed: Optional[int] = setting(None, "random seed for exactly repeatable samples", min=0)
+    random_seed: int | None = setting(None, "random seed for exactly repeatable samples", min=0)
     stop: tuple[str, ...] = setting((), "end a sample when any of these texts appears")
-    max_time: Optional[float] = setting(None, "stop generating after this many seconds", above=0)
+    max_time: float | None = setting(None, "stop generating after this many seconds", above=0)
     on_unknown: Literal["error", "unk", "skip", "nearest"] = setting(
         "error", "seed tokens not in the vocabulary: error, map to <unk>, skip, or nearest known token"
     )
@@ -147,7 +152,7 @@ class Config:
     def prepared_dir(self) -> Path:
         return Path(self.data.prepared_dir or Path(self.train.out_dir) / "prepared")
 
-    def replace(self, **sections) -> "Config":
+    def replace(self, **sections) -> Config:
         return dataclasses.replace(self, **sections)
 
 
@@ -320,7 +325,9 @@ def load_yaml_file(path: str | Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check the path (ready configs are in configs/)") from None
+        raise ConfigError(
+            f"config file {path} does not exist; check the path (ready configs are in configs/)"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
     try:
@@ -329,7 +336,9 @@ def load_yaml_file(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
-        hint = " (YAML does not allow tabs for indentation; use spaces)" if "\t" in problem or "'\\t'" in problem else ""
+        hint = (
+            " (YAML does not allow tabs for indentation; use spaces)" if "\t" in problem or "'\\t'" in problem else ""
+        )
         raise ConfigError(f"{path}{where}: invalid YAML: {problem}{hint}") from None
     if data is None:
         return {}
@@ -353,7 +362,7 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: expected section.key=value, for example --set train.lr=0.001")
     section, name = key.split(".", 1)
     hint = _hints(section).get(name) if section in SECTION_TYPES else None
-    if hint is str or hint == Optional[str]:
+    if hint in (str, str | None):
         return key, (None if raw.strip() in ("null", "~") else raw)
     try:
         return key, yaml.safe_load(raw) if raw.strip() else None
@@ -471,7 +480,9 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
     """One-hot input has no embedding table to tie or fill; cutoffs must cut the vocabulary in order."""
     problems = []
     if m.input == "onehot" and m.tie_weights:
-        problems.append("model.tie_weights needs model.input: embedding (one-hot input has no embedding table to share)")
+        problems.append(
+            "model.tie_weights needs model.input: embedding (one-hot input has no embedding table to share)"
+        )
     if m.input == "onehot" and m.embeddings_path:
         problems.append(
             "model.embeddings_path needs model.input: embedding (pre-trained vectors fill the embedding table)"

@@ -54,7 +54,7 @@ class CopyIndex:
         self.positions = positions
 
     @classmethod
-    def open(cls, prepared_dir: Path, train_ids: np.ndarray) -> "CopyIndex":
+    def open(cls, prepared_dir: Path, train_ids: np.ndarray) -> CopyIndex:
         """Load the cached index, or build and cache it (it is rebuilt when the data changes)."""
         path = Path(prepared_dir) / "copy_index.npz"
         if path.exists():
@@ -107,5 +107,7 @@ def index_for(model) -> CopyIndex:
             "prepare it again with the run's config (rnngen prepare --config ...)"
         ) from None
     if prepared.vocab.tokens != model.vocab.tokens:
-        raise UserError(f"the prepared data in {directory} no longer matches the checkpoint; --report-copying cannot compare")
+        raise UserError(
+            f"the prepared data in {directory} no longer matches the checkpoint; --report-copying cannot compare"
+        )
     return CopyIndex.open(directory, prepared.ids("train"))

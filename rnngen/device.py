@@ -18,7 +18,9 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu")
+        raise UserError(
+            "--device cuda: no CUDA GPU is available here (torch.cuda.is_available() is False); use --device cpu"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps: Apple's Metal backend is not available here; use --device cpu")
     return torch.device(name)

@@ -343,7 +343,9 @@ def gradient_spikes(norms: list[float]) -> list[tuple[int, float]]:
     return spikes
 
 
-def report_training_gradients(norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0) -> None:
+def report_training_gradients(
+    norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0
+) -> None:
     """Print the end-of-training gradient summary on stderr."""
     line, warnings = training_gradient_summary(norms, grad_clip, last_step, settle_steps)
     if line:

@@ -41,7 +41,9 @@ def scores_from(total_nats: float, tokens: int, chars: int) -> Scores:
 
 
 @torch.no_grad()
-def total_loss(model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device, group=None) -> tuple[float, int]:
+def total_loss(
+    model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device, group=None
+) -> tuple[float, int]:
     """Sum of -ln p(next token) over the stream, and the number of predictions.
 
     Under DDP the stream is folded into batch_size rows per rank; each rank reads its own block of

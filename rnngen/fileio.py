@@ -9,8 +9,8 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from rnngen.errors import WriteError
 

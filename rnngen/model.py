@@ -163,7 +163,9 @@ class RNNLM(nn.Module):
     def initial_state(self, batch_size: int, device=None):
         """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm."""
         weight = self.rnn.weight_hh_l0
-        zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype)
+        zeros = torch.zeros(
+            self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype
+        )
         return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
 
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):

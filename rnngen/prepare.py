@@ -88,7 +88,9 @@ def open_prepared(directory: str | Path) -> Prepared:
         meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
         vocab_data = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(f"prepared data in {directory} is missing or unreadable ({e}); run `rnngen prepare` again") from None
+        raise DataError(
+            f"prepared data in {directory} is missing or unreadable ({e}); run `rnngen prepare` again"
+        ) from None
     vocab = Vocab([t for t, _ in vocab_data["tokens"]], vocab_data["level"], vocab_data["lowercase"])
     return Prepared(directory, meta, vocab)
 
@@ -271,7 +273,9 @@ def _write_vocab(path: Path, vocab: Vocab, counts: dict[str, int]) -> None:
     """One token per line, so the file reads (and diffs) like a word list."""
     rows = [json.dumps([t, counts.get(t, 0)], ensure_ascii=False) for t in vocab.tokens]
     body = ",\n  ".join(rows)
-    header = json.dumps({"level": vocab.level, "lowercase": vocab.lowercase, "unk": vocab.tokens[0]}, ensure_ascii=False)
+    header = json.dumps(
+        {"level": vocab.level, "lowercase": vocab.lowercase, "unk": vocab.tokens[0]}, ensure_ascii=False
+    )
     write_text(path, header[:-1] + ', "tokens": [\n  ' + body + "\n]}\n")
 
 
@@ -283,4 +287,3 @@ def describe(prepared: Prepared) -> str:
         f"  level {prepared.meta['settings']['level']}, vocabulary {c['vocab_size']:,}, dtype {prepared.meta['dtype']}\n"
         f"  tokens {c['tokens']:,}: train {c['train_tokens']:,}, val {c['val_tokens']:,} ({c['unk_tokens']:,} <unk>)\n"
     )
-

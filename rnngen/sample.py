@@ -12,8 +12,8 @@ import itertools
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 
@@ -37,7 +37,7 @@ class DecodeOptions:
     max_time: float | None = None
 
     @classmethod
-    def from_config(cls, sample_config) -> "DecodeOptions":
+    def from_config(cls, sample_config) -> DecodeOptions:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in vars(sample_config).items() if k in names})
 
@@ -72,6 +72,14 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalised, logits)
 
 
+def _finite(logits: torch.Tensor) -> torch.Tensor:
+    """Diverged weights can give nan or inf scores: nan becomes impossible, +inf the largest float,
+    and a row with nothing possible left becomes uniform, so sampling never crashes on them."""
+    logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
+    dead = torch.isneginf(logits).all(dim=-1, keepdim=True)  # (B, 1)
+    return torch.where(dead, torch.zeros_like(logits), logits)
+
+
 def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Generator] | None) -> torch.Tensor:
     """One token id per row of logits (B, V), following the decoding options.
 
@@ -79,8 +87,8 @@ def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Ge
     the same text as a single run with random seed random_seed + i.
     """
     if options.temperature == 0:
-        return logits.argmax(dim=-1)  # greedy
-    logits = filter_top_p(filter_top_k(logits / options.temperature, options.top_k), options.top_p)
+        return _finite(logits).argmax(dim=-1)  # greedy
+    logits = filter_top_p(filter_top_k(_finite(logits / options.temperature), options.top_k), options.top_p)
     probs = torch.softmax(logits, dim=-1)  # (B, V)
     if generators is None:
         return torch.multinomial(probs, 1).squeeze(-1)
@@ -129,7 +137,9 @@ def encode_seed(vocab: Vocab, seed: str | None, on_unknown: str = "error") -> li
         return [vocab.index[start]]
     pieces = tokens.split(seed, vocab.level, vocab.lowercase)
     if not pieces:
-        raise UserError(f"the seed text {seed!r} has no tokens at {vocab.level} level; give a seed with some text in it")
+        raise UserError(
+            f"the seed text {seed!r} has no tokens at {vocab.level} level; give a seed with some text in it"
+        )
     unknown = vocab.unknown(pieces)
     if unknown:
         pieces = _resolve_unknown(vocab, pieces, unknown, on_unknown)
@@ -220,7 +230,9 @@ class Generation:
 
     def __init__(self, model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = ""):
         self.model, self.vocab, self.seed_ids, self.options = model, vocab, seed_ids, options
-        self.device = device or next(itertools.chain(model.parameters(), model.buffers())).device  # n-grams: buffers only
+        self.device = (
+            device or next(itertools.chain(model.parameters(), model.buffers())).device
+        )  # n-grams: buffers only
         self.samples = [Sample(seed=seed) for _ in range(options.num_samples)]
 
     def __iter__(self) -> Iterator[list[str]]:
@@ -298,7 +310,9 @@ def seed_text(vocab: Vocab, seed_ids: list[int]) -> str:
     return tokens.join(vocab.decode(seed_ids), vocab.level)
 
 
-def generate(model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = "") -> list[Sample]:
+def generate(
+    model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = ""
+) -> list[Sample]:
     """Run generation to the end and return the samples."""
     generation = Generation(model, vocab, seed_ids, options, device, seed)
     for _ in generation:

@@ -11,9 +11,9 @@ import glob
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from rnngen.errors import DataError
 
@@ -61,12 +61,16 @@ def expand(inputs: list[str] | tuple[str, ...] | None) -> list[Source]:
         if path.is_dir():
             found = [p for p in sorted(path.rglob("*")) if _is_text_file(p, root=path)]
             if not found:
-                raise DataError(f"directory {item} holds no text files; put .txt files in it or name the files directly")
+                raise DataError(
+                    f"directory {item} holds no text files; put .txt files in it or name the files directly"
+                )
             sources.extend(_file_source(p) for p in found)
         elif path.is_file():
             sources.append(_file_source(path, explicit=True))
         elif glob.has_magic(item):
-            matches = [Path(p) for p in sorted(glob.glob(os.path.expanduser(item), recursive=True)) if Path(p).is_file()]
+            matches = [
+                Path(p) for p in sorted(glob.glob(os.path.expanduser(item), recursive=True)) if Path(p).is_file()
+            ]
             if not matches:
                 raise DataError(f"no files match {item}; check the pattern (quote it so the shell does not expand it)")
             sources.extend(_file_source(p, explicit=True) for p in matches)

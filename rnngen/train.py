@@ -186,7 +186,9 @@ def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
         ours, theirs = getattr(merged, section), getattr(saved_config, section)
         if ours != theirs:
             changed = [k for k in vars(ours) if getattr(ours, k) != getattr(theirs, k)]
-            console.warn(f"--resume keeps the checkpoint's {section} settings; ignoring changes to {', '.join(changed)}")
+            console.warn(
+                f"--resume keeps the checkpoint's {section} settings; ignoring changes to {', '.join(changed)}"
+            )
     return merged.replace(model=saved_config.model, data=saved_config.data)
 
 
@@ -375,7 +377,13 @@ class Trainer:
                 if group.is_writer and (s.step % t.log_every == 0 or scores is not None):
                     now = time.monotonic()
                     row = self._metrics_row(
-                        lr, window_loss, window_steps, window_norm, window_clipped, window_tokens / max(now - window_start, 1e-9), scores
+                        lr,
+                        window_loss,
+                        window_steps,
+                        window_norm,
+                        window_clipped,
+                        window_tokens / max(now - window_start, 1e-9),
+                        scores,
                     )
                     bar.set_postfix_str(_postfix(row), refresh=False)
                     if log_every_line:
@@ -394,7 +402,9 @@ class Trainer:
         if group.is_writer:  # the gradients, and so their norms, are the same on every rank
             report_training_gradients(step_norms, t.grad_clip, s.step, settle_steps=t.warmup_steps)
         console.detail(f"rank {group.rank} of {group.world_size}: stopped at step {s.step}")
-        console.info(f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}")
+        console.info(
+            f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}"
+        )
         return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
@@ -413,7 +423,9 @@ class Trainer:
             last = i == k - 1
             sync = contextlib.nullcontext() if last or not self.group.enabled else self.loss_model.no_sync()
             with sync:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                with torch.autocast(
+                    self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+                ):
                     loss, state = self.loss_model(x[part], y[part], select_streams(self.hidden, part))
                 scaled = loss / k
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -548,7 +560,9 @@ class Trainer:
     def _save_last(self) -> None:
         """Every rank joins (its hidden rows and RNG state are gathered); rank 0 writes."""
         hidden = self.hidden
-        mine = None if hidden is None else [h.detach().cpu() for h in (hidden if isinstance(hidden, tuple) else (hidden,))]
+        mine = (
+            None if hidden is None else [h.detach().cpu() for h in (hidden if isinstance(hidden, tuple) else (hidden,))]
+        )
         every_hidden = distributed.gather_objects(self.group, mine)
         every_rng = distributed.gather_objects(self.group, rng_state())
         if not self.group.is_writer:
@@ -615,7 +629,10 @@ def _log_line(row: dict) -> str:
     text = f"step {row['step']:>7} | epoch {row['epoch']:.2f} | loss {row['train_loss'] or '-':>8}"
     if row["val_loss"]:
         text += f" | val {row['val_loss']} (ppl {row['val_ppl']}, bpc {row['val_bpc']})"
-    return text + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
+    return (
+        text
+        + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
+    )
 
 
 def _read_metrics(path: Path) -> list[dict]:

@@ -58,5 +58,5 @@ class Vocab:
         return {"tokens": list(self.tokens), "level": self.level, "lowercase": self.lowercase, "unk": UNK}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Vocab":
+    def from_dict(cls, data: dict) -> Vocab:
         return cls(list(data["tokens"]), data["level"], bool(data.get("lowercase", False)))

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
-
-import torch
 
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and tests may run side by side
 

@@ -40,7 +40,11 @@ def test_two_processes_train_one_model(tmp_path, corpus):
     assert steps == sorted(set(steps)), "one writer: no duplicated rows"
     losses = [float(r["train_loss"]) for r in metrics if r["train_loss"]]
     assert losses[-1] < losses[0]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000010.txt", "step-0000020.txt", "step-0000030.txt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-0000010.txt",
+        "step-0000020.txt",
+        "step-0000030.txt",
+    ]
     assert not [p for p in run.rglob(".*tmp*")], "no temporary files left behind"
     last = checkpoint.load(run / "last.pt")
     assert len(last["rng_per_rank"]) == 2
@@ -69,7 +73,9 @@ def test_two_ranks_of_b_match_one_process_of_2b(tmp_path, corpus):
 def test_micro_batches_give_the_same_update(tmp_path, corpus):
     train = {"max_steps": 6, "eval_every": 100, "batch_size": 8}
     for name, k in (("whole", 1), ("micro", 4)):
-        config = tiny_config(tmp_path / name, corpus, train={**train, "grad_accum_steps": k, "out_dir": str(tmp_path / name / "run")})
+        config = tiny_config(
+            tmp_path / name, corpus, train={**train, "grad_accum_steps": k, "out_dir": str(tmp_path / name / "run")}
+        )
         assert run_cli("train", "--config", config).exit_code == 0
     assert same_weights(tmp_path / "whole/run/last.pt", tmp_path / "micro/run/last.pt", atol=1e-5)
 

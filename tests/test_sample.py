@@ -46,7 +46,10 @@ def test_repeatable_with_random_seed(trained):
 
 
 def test_greedy_is_deterministic_and_top_k_1_equals_greedy(trained):
-    greedy = [sample(trained["char"], "--seed", "the", "--length", "30", "--temperature", "0", "--random-seed", str(s)).stdout for s in (1, 2)]
+    greedy = [
+        sample(trained["char"], "--seed", "the", "--length", "30", "--temperature", "0", "--random-seed", str(s)).stdout
+        for s in (1, 2)
+    ]
     top1 = sample(trained["char"], "--seed", "the", "--length", "30", "--temperature", "1.5", "--top-k", "1").stdout
     assert greedy[0] == greedy[1] == top1
 
@@ -119,7 +122,7 @@ def test_report_copying_finds_a_memorised_span(trained):
 def test_copy_index_planted_span(tmp_path):
     train = torch.randint(0, 50, (5000,)).numpy()
     index = CopyIndex.open(tmp_path, train)
-    planted = [60] * 5 + train[1234:1234 + 30].tolist() + [61] * 5
+    planted = [60] * 5 + train[1234 : 1234 + 30].tolist() + [61] * 5
     copying = index.measure(planted)
     assert copying.longest_span == 30
     assert copying.window_share == pytest.approx(23 / 33)
@@ -164,13 +167,17 @@ def test_evaluate_bpc_equals_hand_computation(trained, tmp_path):
 
 def test_evaluate_table_best_first_and_oov(trained, tmp_path):
     (tmp_path / "held.txt").write_text("the zebra sat on the mat.\n" * 3)
-    out = run_cli("evaluate", "--checkpoint", trained["char"], "--checkpoint", trained["word"], "--data", tmp_path / "held.txt")
+    out = run_cli(
+        "evaluate", "--checkpoint", trained["char"], "--checkpoint", trained["word"], "--data", tmp_path / "held.txt"
+    )
     assert out.exit_code == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:3] == ["checkpoint", "tokens", "loss"] and len(lines) == 3
     bpcs = [float(line.split()[4]) for line in lines[1:]]
     assert bpcs == sorted(bpcs)
-    word = json.loads(run_cli("evaluate", "--checkpoint", trained["word"], "--data", "-", "--json", input="the zebra sat\n").stdout)
+    word = json.loads(
+        run_cli("evaluate", "--checkpoint", trained["word"], "--data", "-", "--json", input="the zebra sat\n").stdout
+    )
     assert word["unk_tokens"] == 1
 
 
@@ -200,7 +207,34 @@ def test_max_time_guard(trained):
 
 def test_config_sample_section_gives_defaults(trained, tmp_path):
     config = tmp_path / "s.yaml"
-    config.write_text(f"train:\n  out_dir: {trained['word']}\nsample:\n  seed: the dog\n  length: 7\n  temperature: 0\n")
+    config.write_text(
+        f"train:\n  out_dir: {trained['word']}\nsample:\n  seed: the dog\n  length: 7\n  temperature: 0\n"
+    )
     out = run_cli("sample", "--config", config, "--format", "jsonl")
     record = json.loads(out.stdout)
     assert record["seed"] == "the dog" and record["tokens"] == 7 and record["settings"]["temperature"] == 0
+
+
+def test_draw_survives_non_finite_scores():
+    logits = torch.tensor([[float("nan"), 1.0, float("inf")], [float("nan")] * 3])
+    for options in (DecodeOptions(temperature=0), DecodeOptions(temperature=0.7, top_p=0.9, top_k=2)):
+        drawn = draw(logits, options, [torch.Generator().manual_seed(0)] * 2)
+        assert drawn.shape == (2,) and drawn[0] == 2 and 0 <= drawn[1] < 3
+
+
+def test_cpu_stepper_matches_the_fused_modules():
+    from rnngen.model import RNNLM
+    from rnngen.stepper import CPUStepper
+
+    for cell, nonlinearity in (("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")):
+        model = RNNLM(40, cell, 8, 16, 2, 0.0, False, nonlinearity=nonlinearity).eval()
+        x = torch.randint(0, 40, (3, 6))
+        with torch.no_grad():
+            expected, expected_state = model(x)
+            logits, state = model(x, recurrent=CPUStepper(model.rnn))
+        assert torch.allclose(logits, expected, atol=1e-5)
+        for a, b in zip(
+            state if isinstance(state, tuple) else (state,),
+            expected_state if isinstance(expected_state, tuple) else (expected_state,),
+        ):
+            assert torch.allclose(a, b, atol=1e-6)

@@ -42,7 +42,9 @@ def test_each_cell_learns_well_below_uniform(tmp_path, corpus, cell):
 def test_run_directory_contents(tmp_path, corpus):
     result, run = train(tmp_path, corpus)
     assert result.exit_code == 0, result.stderr
-    assert {"config.yaml", "last.pt", "best.pt", "metrics.csv", "samples", "prepared"} <= {p.name for p in run.iterdir()}
+    assert {"config.yaml", "last.pt", "best.pt", "metrics.csv", "samples", "prepared"} <= {
+        p.name for p in run.iterdir()
+    }
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000010.txt", "step-0000020.txt"]
     rows = metrics(run)
     assert [r["step"] for r in rows] == ["5", "10", "15", "20"]
@@ -127,9 +129,13 @@ def test_refuses_to_overwrite_a_run(tmp_path, corpus):
 def test_resume_is_exact(tmp_path, corpus):
     common = {"decay_steps": 20, "eval_every": 5, "save_every": 5}
     sections = {"model": {"dropout": 0.3, "num_layers": 2}}
-    straight = tiny_config(tmp_path / "a", corpus, train={**common, "max_steps": 20, "out_dir": str(tmp_path / "a/run")}, **sections)
+    straight = tiny_config(
+        tmp_path / "a", corpus, train={**common, "max_steps": 20, "out_dir": str(tmp_path / "a/run")}, **sections
+    )
     assert run_cli("train", "--config", straight).exit_code == 0
-    halves = tiny_config(tmp_path / "b", corpus, train={**common, "max_steps": 10, "out_dir": str(tmp_path / "b/run")}, **sections)
+    halves = tiny_config(
+        tmp_path / "b", corpus, train={**common, "max_steps": 10, "out_dir": str(tmp_path / "b/run")}, **sections
+    )
     assert run_cli("train", "--config", halves).exit_code == 0
     result = run_cli("train", "--config", halves, "--resume", "--set", "train.max_steps=20")
     assert result.exit_code == 0, result.stderr
@@ -139,7 +145,9 @@ def test_resume_is_exact(tmp_path, corpus):
     for key, tensor in a[checkpoint.MODEL_STATE].items():
         assert torch.equal(tensor, b[checkpoint.MODEL_STATE][key]), key
     assert a[checkpoint.SUMMARY]["val"]["loss"] == b[checkpoint.SUMMARY]["val"]["loss"]
-    assert [r["train_loss"] for r in metrics(tmp_path / "a/run")] == [r["train_loss"] for r in metrics(tmp_path / "b/run")]
+    assert [r["train_loss"] for r in metrics(tmp_path / "a/run")] == [
+        r["train_loss"] for r in metrics(tmp_path / "b/run")
+    ]
 
 
 def test_resume_keeps_checkpoint_architecture(tmp_path, corpus):
