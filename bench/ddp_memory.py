@@ -66,16 +66,20 @@ def synthesise(directory: Path, tokens: int) -> Path:
     return source
 
 
-def train_peak_mb(prepared: Path, run: Path, steps: int) -> float:
-    """Peak RSS (MB) of a training subprocess, read from its own rusage."""
-    source = prepared / "source.txt"
-    sets = [
-        f"data.path={source}",
+def train_sets(prepared: Path, run: Path, steps: int) -> list[str]:
+    """--set items for a short training run on a synthesised prepared directory."""
+    return [
+        f"data.path={prepared / 'source.txt'}",
         f"data.prepared_dir={prepared}",
         f"train.out_dir={run}",
         f"train.max_steps={steps}",
         *STEP_ARGS,
     ]
+
+
+def train_peak_mb(prepared: Path, run: Path, steps: int) -> float:
+    """Peak RSS (MB) of a training subprocess, read from its own rusage."""
+    sets = train_sets(prepared, run, steps)
     code = (
         "import resource, sys, runpy\n"
         "sys.argv = ['rnngen'] + sys.argv[1:]\n"
@@ -92,14 +96,7 @@ def train_peak_mb(prepared: Path, run: Path, steps: int) -> float:
 
 
 def tokens_per_s(prepared: Path, run: Path, processes: int, steps: int = 60) -> float:
-    source = prepared / "source.txt"
-    sets = [
-        f"data.path={source}",
-        f"data.prepared_dir={prepared}",
-        f"train.out_dir={run}",
-        f"train.max_steps={steps}",
-        *STEP_ARGS,
-    ]
+    sets = train_sets(prepared, run, steps)
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         if processes > 1

@@ -369,20 +369,20 @@ class Trainer:
                 if s.window >= self.streams.windows:
                     s.window, s.epoch = 0, s.epoch + 1
                 bar.update(1)
+                trained_until = time.monotonic()  # tokens/s counts training time, not evaluation or saving
                 # log, evaluate, save
                 scores = None
                 if s.step % t.eval_every == 0:
                     scores = self._evaluate_and_save_best()
                     evaluated_at = s.step
                 if group.is_writer and (s.step % t.log_every == 0 or scores is not None):
-                    now = time.monotonic()
                     row = self._metrics_row(
                         lr,
                         window_loss,
                         window_steps,
                         window_norm,
                         window_clipped,
-                        window_tokens / max(now - window_start, 1e-9),
+                        window_tokens / max(trained_until - window_start, 1e-9),
                         scores,
                     )
                     bar.set_postfix_str(_postfix(row), refresh=False)
