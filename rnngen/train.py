@@ -385,7 +385,7 @@ class Trainer:
                         window_tokens / max(trained_until - window_start, 1e-9),
                         scores,
                     )
-                    bar.set_postfix_str(_postfix(row), refresh=False)
+                    bar.set_postfix_str(_postfix(row, s.last_val), refresh=False)
                     if log_every_line:
                         console.info(_log_line(row))
                     window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
@@ -617,10 +617,11 @@ def _fmt(value) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
-def _postfix(row: dict) -> str:
+def _postfix(row: dict, last_val: dict | None) -> str:
+    """The progress bar's text: train loss, the latest validation loss, speed and learning rate."""
     parts = [f"loss {row['train_loss']}"]
-    if row["val_loss"]:
-        parts.append(f"val {row['val_loss']}")
+    if last_val:
+        parts.append(f"val {last_val['loss']:.4g}")
     parts += [f"{row['tokens_per_s']} tok/s", f"lr {row['lr']}"]
     return ", ".join(parts)
 
