@@ -138,6 +138,14 @@ def test_head_closes_the_pipe_quietly(trained):
     assert len(proc.stdout) == 20
 
 
+def test_head_1_ends_quietly(trained):
+    cmd = f"{sys.executable} -m rnngen sample --run {trained['word']} --length 100000 | head -1"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd}"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" or "Traceback" not in proc.stderr
+    assert proc.stdout.count("\n") == 1
+
+
 def test_latest_run_is_the_default(tmp_path, corpus):
     none = run_cli("sample")
     assert none.exit_code == 2 and "rnngen train" in none.stderr
