@@ -119,6 +119,7 @@ class Model:
             "level": self.vocab.level,
             "lowercase": self.vocab.lowercase,
             "vocab_size": len(self.vocab),
+            **self._unk_counts(),
             "cell": self.model_args.get("cell"),
             "num_layers": self.model_args.get("num_layers"),
             "hidden_size": self.model_args.get("hidden_size"),
@@ -141,6 +142,14 @@ class Model:
             "rnngen_version": self.payload.get("rnngen_version"),
             "config": self.config.to_dict(),
         }
+
+    def _unk_counts(self) -> dict:
+        """<unk> tokens in the prepared text and their share; None for checkpoints that did not record them."""
+        counts = self.summary.get("prepared") or {}
+        unk, total = counts.get("unk_tokens"), counts.get("tokens")
+        if unk is None or not total:
+            return {"unk_tokens": None, "unk_rate": None}
+        return {"unk_tokens": unk, "unk_rate": unk / total}
 
 
 def predicted_chars(pieces: list[str], level: str) -> int:

@@ -186,6 +186,7 @@ def _load_model(checkpoint, run, config_path, sets, device):
     "--on-unknown", type=click.Choice(["error", "unk", "skip", "nearest"]), help="Seed tokens not in the vocabulary."
 )
 @click.option("--include-seed/--no-include-seed", default=None, help="Print the seed before the generated text.")
+@click.option("--allow-unk", is_flag=True, help="Let samples contain <unk> (by default it is never drawn).")
 @click.option("--separator", default="\n", show_default=repr("\n"), help="Printed between samples.")
 @click.option(
     "--format",
@@ -197,7 +198,8 @@ def _load_model(checkpoint, run, config_path, sets, device):
 @click.option("--report-copying", is_flag=True, help="Report how much of each sample is copied from the training text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
 def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples,
-           random_seed, stop, max_time, on_unknown, include_seed, separator, output_format, report_copying, device):  # fmt: skip
+           random_seed, stop, max_time, on_unknown, include_seed, allow_unk, separator, output_format, report_copying,
+           device):  # fmt: skip
     """Write new text from a trained model.
 
     Without --checkpoint, --run or --config it uses the latest training run (runs/LATEST).
@@ -218,7 +220,7 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
         "sample.seed": seed, "sample.length": length, "sample.temperature": temperature, "sample.top_k": top_k,
         "sample.top_p": top_p, "sample.repetition_penalty": repetition_penalty, "sample.num_samples": num_samples,
         "sample.random_seed": random_seed, "sample.stop": list(stop) or None, "sample.max_time": max_time,
-        "sample.on_unknown": on_unknown, "sample.include_seed": include_seed,
+        "sample.on_unknown": on_unknown, "sample.include_seed": include_seed, "sample.allow_unk": allow_unk or None,
     }  # fmt: skip
     settings = resolve(config_path, sets, flags, base=model.config.to_dict()).sample
     options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
@@ -336,8 +338,16 @@ def info(target, as_json):
     import yaml
 
     config = details.pop("config")
+    details["unk_rate"] = _unk_rate(details.pop("unk_tokens"), details["unk_rate"])
     lines = [f"{key:<18} {'-' if value is None else value}" for key, value in details.items()]
     _echo("\n".join(lines) + "\nconfig:\n" + _indent(yaml.safe_dump(config, sort_keys=False, allow_unicode=True)))
+
+
+def _unk_rate(unk_tokens: int | None, rate: float | None) -> str:
+    """The share of <unk> in the training text, or "unknown" for data prepared before it was recorded."""
+    if rate is None:
+        return "unknown"
+    return f"{rate:.2%} ({unk_tokens:,} <unk> tokens in the training text)"
 
 
 def _indent(text: str) -> str:

@@ -133,6 +133,7 @@ class SampleConfig:
         "error", "seed tokens not in the vocabulary: error, map to <unk>, skip, or nearest known token"
     )
     include_seed: bool = setting(True, "print the seed before the generated text")
+    allow_unk: bool = setting(False, "let samples contain the <unk> token (by default it gets zero probability)")
 
 
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}

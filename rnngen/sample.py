@@ -1,8 +1,8 @@
 """Generate text: warm the hidden state with the seed, then draw one token at a time.
 
 Each step feeds only the newest token and the carried state (never the whole history), turns
-the logits into a distribution (repetition penalty, temperature, top-k, top-p) and draws from
-it. Several samples run together as one batch, sharing the warmed seed state.
+the logits into a distribution (no `<unk>` unless allowed, repetition penalty, temperature,
+top-k, top-p) and draws from it. Several samples run together as one batch, sharing the warmed seed state.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class DecodeOptions:
     random_seed: int | None = None
     stop: tuple[str, ...] = ()
     max_time: float | None = None
+    allow_unk: bool = False
 
     @classmethod
     def from_config(cls, sample_config) -> DecodeOptions:
@@ -70,6 +71,11 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
         return logits
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
+
+
+def forbid_unk(logits: torch.Tensor) -> torch.Tensor:
+    """Give the unknown token (id 0) zero probability, so a sample never prints `<unk>`."""
+    return logits.index_fill(-1, torch.tensor([UNK_ID], device=logits.device), float("-inf"))
 
 
 def _finite(logits: torch.Tensor) -> torch.Tensor:
@@ -269,7 +275,8 @@ class Generation:
                 for sample, watch in zip(self.samples, watches):
                     sample.stopped_by = sample.stopped_by if watch.done else "max_time"
                 break
-            logits = penalise_repeats(logits.float(), seen, options.repetition_penalty)
+            logits = logits.float() if options.allow_unk else forbid_unk(logits.float())
+            logits = penalise_repeats(logits, seen, options.repetition_penalty)
             next_ids = draw(logits, options, generators)  # (N,)
             logprobs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)  # (N,)
             seen[torch.arange(n, device=device), next_ids] = True

@@ -246,3 +246,34 @@ def test_cpu_stepper_matches_the_fused_modules():
             expected_state if isinstance(expected_state, tuple) else (expected_state,),
         ):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_unk_is_never_sampled_unless_allowed(tmp_path):
+    """A word model trained on text that is half <unk> (every name occurs once, min_freq 2)."""
+    lines = [f"w{i}a w{i}b and w{i}c ." for i in range(400)]
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = tiny_config(tmp_path, corpus, data={"level": "word", "min_freq": 2},
+                         train={"max_steps": 60, "eval_every": 60, "lr": 0.01, "sample_length": 0})  # fmt: skip
+    assert run_cli("train", "--config", config).exit_code == 0
+    run = tmp_path / "run"
+    args = ("--length", "500", "--num-samples", "4", "--temperature", "1", "--random-seed", "1", "--format", "jsonl")
+    default = [json.loads(line) for line in sample(run, *args).stdout.splitlines()]
+    assert sum(r["tokens"] for r in default) == 2000
+    assert not any("<unk>" in r["text"] for r in default)
+    allowed = [json.loads(line) for line in sample(run, *args, "--allow-unk").stdout.splitlines()]
+    assert sum(r["text"].count("<unk>") for r in allowed) > 200  # the model favours it: 3 of 6 tokens
+    info = run_cli("info", run)
+    assert re.search(r"unk_rate\s+50\.00% \(1,200 <unk> tokens", info.stdout), info.stdout
+    assert json.loads(run_cli("info", run, "--json").stdout)["unk_rate"] == 0.5
+
+
+def test_info_of_a_checkpoint_without_unk_counts(trained, tmp_path):
+    from rnngen import checkpoint
+
+    payload = checkpoint.load(trained["word"] / "best.pt")
+    del payload[checkpoint.SUMMARY]["prepared"]  # as written before the counts were recorded
+    checkpoint.save(tmp_path / "old.pt", payload)
+    out = run_cli("info", tmp_path / "old.pt")
+    assert out.exit_code == 0 and re.search(r"unk_rate\s+unknown", out.stdout), out.stdout
+    assert json.loads(run_cli("info", tmp_path / "old.pt", "--json").stdout)["unk_rate"] is None
