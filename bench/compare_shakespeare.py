@@ -6,7 +6,7 @@ counting time, stored n-grams, model memory, the peak RSS of the largest train p
 evaluation time of the validation split (one pass, as `rnngen evaluate` does) and sampling
 tokens/s. Goal (issue 5): order 8 builds in tens of seconds at most and evaluates in seconds.
 
-With --budget-minutes M it then runs the full comparison the README shows (n-gram orders
+With --budget-minutes M it then runs the full comparison docs/markov.md shows (n-gram orders
 2, 3, 5 and rnn/lstm/gru for M minutes each) and keeps its markdown table in bench/out.
 
     python bench/compare_shakespeare.py                                   # about 1-2 minutes on 2 cores

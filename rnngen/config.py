@@ -514,11 +514,19 @@ def to_yaml(config: Config) -> str:
     return header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def reference() -> list[tuple[str, Any, str]]:
-    """(dotted key, default, help) for every key: the README's config reference is made from this."""
+def reference() -> list[tuple[str, Any, str, str]]:
+    """(dotted key, default, allowed values, help) for every key: docs/configuration.md is made from this."""
     rows = []
     for section in SECTIONS:
+        hints = _hints(section)
         for f in dataclasses.fields(SECTION_TYPES[section]):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            rows.append((f"{section}.{f.name}", default, f.metadata["help"]))
+            rows.append((f"{section}.{f.name}", default, _allowed(hints[f.name], f.metadata), f.metadata["help"]))
     return rows
+
+
+def _allowed(hint, meta) -> str:
+    """What a key accepts, in the words its error messages use: type, then range."""
+    bounds = [("min", "at least"), ("max", "at most"), ("above", "greater than"), ("below", "below")]
+    ranges = [f"{words} {meta[name]}" for name, words in bounds if meta.get(name) is not None]
+    return _describe(hint) + (", " + " and ".join(ranges) if ranges else "")

@@ -106,9 +106,3 @@ def test_set_text_values_stay_text():
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         Config().train.lr = 1.0  # type: ignore[misc]
-
-
-def test_readme_config_reference_lists_every_key():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [key for key in valid_keys() if f"`{key}`" not in readme]
-    assert not missing, f"README config reference lacks {missing}"

@@ -1,6 +1,6 @@
 """Faults never lose training: kills, signals, failed writes, unusable or shared run directories.
 
-Rows of the README's Reliability table. Each test runs the real `rnngen train`, in a subprocess
+Rows of the Reliability tables in docs/reliability.md. Each test runs the real `rnngen train`, in a subprocess
 where a signal, a kill or a resource limit has to reach it. bench/kill_soak.py runs the SIGKILL
 trials at a larger scale.
 """

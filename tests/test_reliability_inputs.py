@@ -1,7 +1,7 @@
 """Bad input never ends in a traceback: every case exits 2 with one `Error:` line naming the thing.
 
-Rows of the README's Reliability table. Config-file mistakes and the first input-file cases are
-covered by tests/test_config.py and tests/test_prepare.py; here the same files go through
+Rows of the Reliability tables in docs/reliability.md. Config-file mistakes and the first
+input-file cases are covered by tests/test_config.py and tests/test_prepare.py; here the same files go through
 `rnngen train`, plus the cases those files do not have: corpora too short or too large, damaged
 or hostile checkpoints, and sampling options out of range.
 """
