@@ -29,9 +29,20 @@ PROBE = (
 )
 
 
-def site_dirs() -> list[str]:
-    """Where the packages of the running interpreter live (torch, click, pytest, ...)."""
-    return list(dict.fromkeys(sysconfig.get_path(name) for name in ("purelib", "platlib")))
+@pytest.fixture
+def packages(tmp_path) -> Path:
+    """The running interpreter's packages (torch, click, pytest, ...) in one directory, without rnngen.
+
+    An installed rnngen is left out: an editable install's finder module has the same name in
+    every environment, so if it were visible it would point the new environment at this checkout.
+    """
+    shadow = tmp_path / "packages"
+    shadow.mkdir()
+    for directory in dict.fromkeys(sysconfig.get_path(name) for name in ("purelib", "platlib")):
+        for entry in Path(directory).iterdir():
+            if not entry.name.startswith(("rnngen", "__editable__")) and not (shadow / entry.name).exists():
+                (shadow / entry.name).symlink_to(entry)
+    return shadow
 
 
 def externally_managed_python() -> Path | None:
@@ -67,12 +78,12 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 
 @needs_make
-def test_make_installs_into_a_project_venv_when_the_system_python_refuses(checkout):
+def test_make_installs_into_a_project_venv_when_the_system_python_refuses(checkout, packages):
     system = externally_managed_python()
     if system is None:
         pytest.skip("no externally managed (PEP 668) system Python of this version on this machine")
     path = f"{system.parent}:{Path(shutil.which('make')).parent}:/usr/bin:/bin"
-    env = clean_env(PATH=path, PYTHONPATH=os.pathsep.join(site_dirs()), PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0")
+    env = clean_env(PATH=path, PYTHONPATH=str(packages), PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0")
     refused = subprocess.run([str(system), "-m", "pip", "install", "rnngen"], env=env, capture_output=True, text=True)
     if "No module named pip" not in refused.stderr:  # this Python really refuses system-wide installs
         assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr + refused.stdout
@@ -123,7 +134,7 @@ def test_make_says_how_to_fix_a_python_without_venv(checkout):
     assert "sudo apt install python3-venv" in done.stderr and not (checkout / ".venv").exists()
 
 
-def test_non_editable_install_runs_from_another_directory(tmp_path):
+def test_non_editable_install_runs_from_another_directory(tmp_path, packages):
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -134,7 +145,7 @@ def test_non_editable_install_runs_from_another_directory(tmp_path):
     python = venv / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    Path(purelib, "_installed_here.pth").write_text("\n".join(site_dirs()) + "\n")  # torch, click, pip, setuptools
+    Path(purelib, "packages.pth").write_text(f"{packages}\n")  # torch, click, pip, setuptools: nothing to download
     env = clean_env()
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                               str(source)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
