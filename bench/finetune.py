@@ -49,18 +49,19 @@ def split_texts(out: Path, slice_kb: int) -> tuple[Path, Path]:
     return big, small
 
 
-def write_config(path: Path, data: Path, level: str, out_dir: Path, minutes: float, fine_tune: bool) -> Path:
-    """A config for one run; a fine-tuning config leaves lr and warmup to the fine-tuning defaults."""
+def write_config(path: Path, data: Path, level: str, out_dir: Path, minutes: float, kind: str) -> Path:
+    """A config for one run; a fine-tuning config leaves lr and warmup to the fine-tuning defaults.
+
+    Evaluation time counts against max_minutes, so pre-training holds out little and evaluates rarely.
+    """
     settings = ARCHITECTURE[level]
-    train = {"out_dir": str(out_dir), "max_epochs": None, "max_minutes": minutes, "eval_every": 25, "save_every": 100,
-             "sample_length": 0, "device": "cpu", **settings["train"]}  # fmt: skip
-    if fine_tune:
+    pretrain = kind == "pretrain"
+    train = {"out_dir": str(out_dir), "max_epochs": None, "max_minutes": minutes, "eval_every": 200 if pretrain else 25,
+             "save_every": 200, "sample_length": 0, "device": "cpu", **settings["train"]}  # fmt: skip
+    if kind == "finetune":
         train = {k: v for k, v in train.items() if k not in ("lr", "warmup_steps")}
-    config = {
-        "data": {"path": str(data), "level": level, "val_fraction": 0.1},
-        "model": settings["model"],
-        "train": train,
-    }
+    data_settings = {"path": str(data), "level": level, "val_fraction": 0.02 if pretrain else 0.1}
+    config = {"data": data_settings, "model": settings["model"], "train": train}
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
