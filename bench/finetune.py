@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -118,6 +119,7 @@ def main() -> None:
     figures = {"pretrain_minutes": args.pretrain_minutes, "minutes": args.minutes, "slice_bytes": small.stat().st_size}
     for level in args.levels.split(","):
         figures[level] = one_level(level, out, big, small, args)
+        figures[level]["load_average_after"] = round(os.getloadavg()[0], 1)  # other work on the machine skews times
     report("finetune", figures)
 
 

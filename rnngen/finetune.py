@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import torch
 
@@ -52,6 +53,11 @@ SHOWN_TOKENS = 8  # new tokens listed when a fine-tuning run starts
 def config_for_init(config: Config) -> Config:
     """The config a fine-tuning run trains with: the source's model settings, and the source's resolved path."""
     path = source_checkpoint(config.train.init_from, "train.init_from")
+    if path.resolve().parent == Path(config.train.out_dir).resolve():
+        raise UserError(
+            f"train.init_from: {path} is in this run's own directory, which the new run writes over; "
+            "set train.out_dir to a new directory"
+        )
     source = config_module.from_dict(checkpoint.load(path)[checkpoint.CONFIG], origin=str(path))
     if source.model.cell == "ngram":
         raise UserError(

@@ -170,11 +170,11 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
         previous = checkpoint.load(paths.last)
         config = _config_for_resume(config, previous, resolve_again)
     else:
+        if config.train.init_from:  # before --overwrite clears the run directory, which must not hold the source
+            config = finetune.config_for_init(config)
         if overwrite and group.is_writer:
             for stale in (paths.last, paths.best, paths.metrics):
                 stale.unlink(missing_ok=True)
-        if config.train.init_from:
-            config = finetune.config_for_init(config)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
         from rnngen.ngram import train_ngram
 

@@ -259,6 +259,15 @@ def test_source_checkpoint_is_never_modified(tmp_path, sources):
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.glob("*.pt")} == digests
 
 
+def test_a_run_cannot_start_from_its_own_directory(tmp_path, sources):
+    source = sources()
+    digest = hashlib.sha256((source / "best.pt").read_bytes()).hexdigest()
+    config = fine_tune_config(tmp_path, source, out_dir=str(source))
+    result = run_cli("train", "--config", config, "--overwrite")
+    assert result.exit_code == 2 and "own directory" in result.stderr
+    assert hashlib.sha256((source / "best.pt").read_bytes()).hexdigest() == digest
+
+
 def test_init_from_with_resume_is_refused(tmp_path, sources):
     result = run_cli("train", "--config", fine_tune_config(tmp_path), "--init-from", sources(), "--resume")
     assert result.exit_code == 2
