@@ -97,7 +97,8 @@ def one_level(level: str, out: Path, big: Path, small: Path, args) -> dict:
         "fine_tuned_bpc": val_bpc(runs["finetune"])["bpc"],
         "scratch_bpc": val_bpc(runs["scratch"])["bpc"],
         "pretrained_only": val_bpc(runs["pretrain"], held_out),
-        "steps": {name: api.load(run).summary["step"] for name, run in runs.items()},
+        "steps": {name: api.load(run / "last.pt").summary["step"] for name, run in runs.items()},
+        "best_step": {name: api.load(run).summary["step"] for name, run in runs.items()},
         "vocab": {name: len(api.load(run).vocab) for name, run in runs.items()},
         "command_wall_s": {name: round(wall, 1) for name, wall in walls.items()},
     }
