@@ -22,6 +22,7 @@ from rnngen import config as config_module
 from rnngen.embeddings import describe as describe_coverage
 from rnngen.errors import CheckpointError, DataError
 from rnngen.evaluate import Scores, evaluate_stream
+from rnngen.finetune import describe_record
 from rnngen.model import build_model, count_parameters
 from rnngen.runs import checkpoint_in
 from rnngen.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
@@ -130,6 +131,7 @@ class Model:
             "output": self.model_args.get("output"),
             "adaptive_cutoffs": self.model_args.get("cutoffs"),
             "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
+            "init_from": describe_record(summary["init_from"]) if summary.get("init_from") else None,
             "parameters": count_parameters(self.module),
             "step": summary.get("step"),
             "epoch": summary.get("epoch"),

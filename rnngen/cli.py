@@ -110,8 +110,13 @@ def prepare(config_path, inputs, level, out_dir, force, sets):
 @set_option
 @click.option("--resume", is_flag=True, help="Continue the run in train.out_dir from its last.pt.")
 @click.option("--overwrite", is_flag=True, help="Start over in a run directory that already holds a run.")
+@click.option(
+    "--init-from",
+    metavar="CHECKPOINT_OR_RUN",
+    help="Start a new run from this trained model's weights and vocabulary (train.init_from): fine-tuning.",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train (train.device).")
-def train(config_path, sets, resume, overwrite, device):
+def train(config_path, sets, resume, overwrite, init_from, device):
     """Train a model; checkpoints, metrics and samples go to train.out_dir.
 
     Without --config it trains on the built-in demo corpus. Ctrl-C saves last.pt and prints
@@ -121,10 +126,16 @@ def train(config_path, sets, resume, overwrite, device):
     Examples:
       rnngen train --config configs/hunger.yaml
       rnngen train --config configs/hunger.yaml --set train.max_minutes=30 --resume
+      rnngen train --config small.yaml --init-from runs/big     # fine-tune runs/big on small.yaml's text
     """
     from rnngen.train import train as run_train
 
-    flags = {"train.device": device}
+    if init_from and resume:
+        raise UserError(
+            "--init-from starts a new run from another model and --resume continues this run from its last.pt; "
+            "give one of them (a fine-tuned run resumes with --resume alone)"
+        )
+    flags = {"train.device": device, "train.init_from": init_from}
     config = _resolve(config_path, sets, flags)
 
     def resolve_again(saved: dict):

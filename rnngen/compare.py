@@ -83,7 +83,8 @@ def compare(config: Config, specs: list[Spec], budget_minutes: float | None = No
     """Train (or load) every model on the config's prepared data and measure it; one row per model."""
     budget = budget_minutes or config.train.max_minutes or DEFAULT_BUDGET_MINUTES
     shared_data = dataclasses.replace(config.data, prepared_dir=str(config.prepared_dir()))
-    config = config.replace(data=shared_data)
+    # the models compare trains start from scratch; a fine-tuned run takes part as a checkpoint spec
+    config = config.replace(data=shared_data, train=dataclasses.replace(config.train, init_from=None))
     prepared = prepare(config)
     root = Path(config.train.out_dir) / "compare"
     rows = []

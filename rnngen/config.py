@@ -29,6 +29,12 @@ def setting(default, help: str, *, min=None, max=None, above=None, below=None):
     return field(metadata={"help": help, **bounds}, **kwargs)
 
 
+# What a fine-tuning run (train.init_from) uses for the keys it does not set: a gentler start than the field
+# defaults, so the first updates do not wash out what the source model learned.
+FINE_TUNE_DEFAULTS = {"lr": 1e-3, "warmup_steps": 20}
+FREEZABLE = ("embedding", "rnn", "output")  # train.freeze names; rnn.N names one layer
+
+
 @dataclass(frozen=True)
 class DataConfig:
     path: tuple[str, ...] | None = setting(
@@ -42,6 +48,9 @@ class DataConfig:
     prepared_dir: str | None = setting(None, "where prepared data goes (null = <train.out_dir>/prepared)")
     errors: Literal["strict", "replace"] = setting(
         "strict", "invalid UTF-8: strict = stop with an error, replace = use U+FFFD"
+    )
+    vocab_from: str | None = setting(
+        None, "use exactly the vocabulary of this checkpoint or run (tokens it lacks become <unk>); null = build one"
     )
 
 
@@ -115,6 +124,15 @@ class TrainConfig:
         "auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32; fp16 uses loss scaling (CUDA only)"
     )
     compile: bool = setting(False, "compile the model with torch.compile (can speed up GPU training; slow to start)")
+    init_from: str | None = setting(
+        None,
+        "start from the weights, architecture and vocabulary of this checkpoint or run (fine-tuning); "
+        "the vocabulary grows by the new text's tokens; unless set, lr is "
+        f"{FINE_TUNE_DEFAULTS['lr']:g} and warmup_steps {FINE_TUNE_DEFAULTS['warmup_steps']}",
+    )
+    freeze: tuple[str, ...] = setting(
+        (), "parts kept fixed while training: embedding, rnn (every layer), rnn.N (layer N, from 0), output"
+    )
 
 
 @dataclass(frozen=True)
@@ -424,6 +442,9 @@ def build(layers: list[tuple[str, dict]]) -> Config:
                     problems.append(f"unknown key `{section}.{name}` in {origin}{_suggest(f'{section}.{name}', keys)}")
                     continue
                 merged[section][name] = (value, origin)
+    if merged["train"].get("init_from", (None,))[0] is not None:  # fine-tuning: gentler defaults
+        for name, value in FINE_TUNE_DEFAULTS.items():
+            merged["train"].setdefault(name, (value, "the fine-tuning defaults"))
 
     sections = {}
     for section in SECTIONS:
@@ -465,6 +486,7 @@ def check(config: Config) -> list[str]:
             f"(got {m.embedding_dim} and {m.hidden_size}); make them equal or set tie_weights: false"
         )
     problems.extend(_check_input_and_output(m))
+    problems.extend(f"train.freeze: {problem}" for problem in map(_check_freeze_name, t.freeze) if problem)
     if t.batch_size % t.grad_accum_steps:
         problems.append(
             f"train.grad_accum_steps ({t.grad_accum_steps}) must divide train.batch_size ({t.batch_size}); "
@@ -475,6 +497,15 @@ def check(config: Config) -> list[str]:
             "train: no stop condition; set at least one of max_steps, max_epochs, max_minutes, target_loss, patience"
         )
     return problems
+
+
+def _check_freeze_name(name: str) -> str | None:
+    """None for a part train.freeze can name (embedding, rnn, rnn.N, output), else what is wrong."""
+    if name in FREEZABLE or (name.startswith("rnn.") and name[4:].isdigit()):
+        return None
+    close = difflib.get_close_matches(name, [*FREEZABLE, "rnn.0"], n=1, cutoff=0.4)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    return f"unknown part {name!r}{hint} (parts: embedding, rnn, rnn.N for layer N counted from 0, output)"
 
 
 def _check_input_and_output(m: ModelConfig) -> list[str]:

@@ -30,6 +30,7 @@ from rnngen import console, tokens
 from rnngen.config import Config
 from rnngen.errors import DataError
 from rnngen.fileio import atomic_path, make_dir, write_json, write_text
+from rnngen.runs import source_checkpoint
 from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
 from rnngen.vocab import Vocab
 
@@ -58,9 +59,43 @@ class Prepared:
         return self.meta["counts"]["val_chars"]
 
 
-def _settings(config: Config) -> dict:
+@dataclass
+class BaseVocab:
+    """The vocabulary of another run that a new vocabulary starts from: kept exactly, or grown."""
+
+    vocab: Vocab
+    key: str  # the config key that named it
+    path: Path
+    keep: bool  # data.vocab_from: exactly this vocabulary; train.init_from: it plus the new text's tokens
+
+    def fingerprint(self) -> dict:
+        """What the prepared data depends on: the tokens themselves, not where the checkpoint lies."""
+        digest = hashlib.sha256("\n".join(self.vocab.tokens).encode("utf-8", "surrogatepass")).hexdigest()
+        return {"sha256": digest, "size": len(self.vocab), "keep": self.keep}
+
+
+def base_vocab(config: Config) -> BaseVocab | None:
+    """data.vocab_from's vocabulary (kept exactly), else train.init_from's (grown), else None."""
+    key = "data.vocab_from" if config.data.vocab_from else "train.init_from" if config.train.init_from else None
+    if key is None:
+        return None
+    from rnngen import checkpoint  # torch: only when another run's vocabulary is needed
+
+    path = source_checkpoint(config.data.vocab_from or config.train.init_from, key)
+    vocab = Vocab.from_dict(checkpoint.load(path)[checkpoint.VOCAB])
     d = config.data
-    return {
+    if (vocab.level, vocab.lowercase) != (d.level, d.lowercase):
+        raise DataError(
+            f"{key}: {path} was trained at {vocab.level} level (lowercase {str(vocab.lowercase).lower()}), but this "
+            f"config has data.level {d.level} (lowercase {str(d.lowercase).lower()}); set data.level: {vocab.level} "
+            f"and data.lowercase: {str(vocab.lowercase).lower()}, so the text is cut into tokens the same way"
+        )
+    return BaseVocab(vocab, key, path, keep=key == "data.vocab_from")
+
+
+def _settings(config: Config, base: BaseVocab | None) -> dict:
+    d = config.data
+    settings = {
         "level": d.level,
         "lowercase": d.lowercase,
         "min_freq": d.min_freq,
@@ -68,18 +103,22 @@ def _settings(config: Config) -> dict:
         "val_fraction": d.val_fraction,
         "errors": d.errors,
     }
+    if base is not None:  # a changed source vocabulary makes the prepared data stale
+        settings["base_vocab"] = base.fingerprint()
+    return settings
 
 
 def prepare(config: Config, force: bool = False) -> Prepared:
     """Return the prepared data for `config`, building it only when missing or stale."""
     sources = expand(config.data.path)
     out_dir = config.prepared_dir()
+    base = base_vocab(config)
     if not force:
-        existing = _load_if_fresh(out_dir, sources, _settings(config))
+        existing = _load_if_fresh(out_dir, sources, _settings(config, base))
         if existing is not None:
             console.detail(f"prepared data in {out_dir} is up to date; reusing it")
             return existing
-    return _build(config, sources, out_dir)
+    return _build(config, sources, out_dir, base)
 
 
 def open_prepared(directory: str | Path) -> Prepared:
@@ -163,7 +202,7 @@ def _tokenized(pieces, level: str, lowercase: bool, parallel: bool):
             yield pending.popleft().get()
 
 
-def _build(config: Config, sources: list[Source], out_dir: Path) -> Prepared:
+def _build(config: Config, sources: list[Source], out_dir: Path, base: BaseVocab | None) -> Prepared:
     data = config.data
     make_dir(out_dir, "data.prepared_dir (--out)")
     index: dict[str, int] = {}
@@ -193,20 +232,20 @@ def _build(config: Config, sources: list[Source], out_dir: Path) -> Prepared:
         if total_tokens == 0:
             names = ", ".join(s.name for s in sources)
             raise DataError(f"no text found in {names}; the input is empty (or only white space at word level)")
-        return _write_prepared(config, sources, out_dir, provisional_path, index, total_tokens, total_chars)
+        return _write_prepared(config, base, sources, out_dir, provisional_path, index, total_tokens, total_chars)
     finally:
         bar.close()
         provisional_path.unlink(missing_ok=True)
 
 
-def _write_prepared(config, sources, out_dir, provisional_path, index, total_tokens, total_chars) -> Prepared:
+def _write_prepared(config, base, sources, out_dir, provisional_path, index, total_tokens, total_chars) -> Prepared:
     data = config.data
     provisional = np.memmap(provisional_path, dtype=np.int32, mode="r", shape=(total_tokens,))
     counts = np.zeros(len(index), dtype=np.int64)
     for start in range(0, total_tokens, ID_CHUNK):
         counts += np.bincount(provisional[start : start + ID_CHUNK], minlength=len(index))
     strings = list(index)  # provisional id -> token string (dicts keep insertion order)
-    vocab = Vocab.build(dict(zip(strings, counts.tolist())), data.level, data.lowercase, data.min_freq, data.max_vocab)
+    vocab = _vocabulary(dict(zip(strings, counts.tolist())), data, base)
     dtype = np.uint16 if len(vocab) <= 65535 else np.int32
     table = np.array([vocab.index.get(t, 0) for t in strings], dtype=dtype)
 
@@ -230,7 +269,7 @@ def _write_prepared(config, sources, out_dir, provisional_path, index, total_tok
     del provisional
     meta = {
         "format_version": FORMAT_VERSION,
-        "settings": _settings(config),
+        "settings": _settings(config, base),
         "sources": [s.to_dict() for s in sources],
         "dtype": np.dtype(dtype).name,
         "counts": {
@@ -250,6 +289,19 @@ def _write_prepared(config, sources, out_dir, provisional_path, index, total_tok
         f"vocabulary {len(vocab):,}, {unk_tokens:,} <unk> -> {out_dir}"
     )
     return Prepared(out_dir, meta, vocab)
+
+
+def _vocabulary(counts: dict[str, int], data, base: BaseVocab | None) -> Vocab:
+    """A new vocabulary from the counts, or the base one kept exactly, or the base one grown by the counts."""
+    if base is None:
+        return Vocab.build(counts, data.level, data.lowercase, data.min_freq, data.max_vocab)
+    if base.keep:
+        return base.vocab
+    grown = base.vocab.grow(counts, data.min_freq, data.max_vocab)
+    console.info(
+        f"vocabulary of {base.path}: {len(base.vocab):,} tokens, +{len(grown) - len(base.vocab):,} from this text"
+    )
+    return grown
 
 
 def _text_chars(ids: np.ndarray, strings: list[str], level: str) -> int:

@@ -55,6 +55,14 @@ def checkpoint_in(run_dir: str | Path) -> Path:
     raise CheckpointError(f"run directory {run_dir} holds no checkpoint yet (no best.pt or last.pt); train it first")
 
 
+def source_checkpoint(target: str | Path, key: str) -> Path:
+    """checkpoint_in for a config key that names another run (train.init_from, data.vocab_from)."""
+    try:
+        return checkpoint_in(target)
+    except CheckpointError as e:
+        raise CheckpointError(f"{key}: {e}") from None
+
+
 class RunLock:
     """An exclusive lock on a run directory, so two trainings never write the same files.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import math
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, console, distributed
+from rnngen import checkpoint, console, distributed, finetune
 from rnngen import config as config_module
 from rnngen.batches import TokenStreams
 from rnngen.config import Config
@@ -92,6 +93,7 @@ class TrainerState:
     last_train_loss: float | None = None
     hidden: list | None = None  # carried hidden state (tensors)
     embeddings: dict | None = None  # coverage of the pre-trained vectors the run started from
+    init_from: dict | None = None  # the checkpoint a fine-tuning run started from (finetune.record)
     recent_bad_steps: int = 0  # non-finite steps with fewer than BAD_STEP_WINDOW good steps between them
     last_bad_step: int = -1
 
@@ -167,9 +169,12 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
             raise UserError(f"nothing to resume: {paths.last} does not exist; start the run without --resume")
         previous = checkpoint.load(paths.last)
         config = _config_for_resume(config, previous, resolve_again)
-    elif overwrite and group.is_writer:
-        for stale in (paths.last, paths.best, paths.metrics):
-            stale.unlink(missing_ok=True)
+    else:
+        if config.train.init_from:  # before --overwrite clears the run directory, which must not hold the source
+            config = finetune.config_for_init(config)
+        if overwrite and group.is_writer:
+            for stale in (paths.last, paths.best, paths.metrics):
+                stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
         from rnngen.ngram import train_ngram
 
@@ -178,18 +183,16 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
 
 
 def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
-    """Architecture and data come from the checkpoint; the rest from the command line over the saved config."""
+    """Architecture, data and source run come from the checkpoint; the rest from the command line over the saved config."""
     saved = previous[checkpoint.CONFIG]
     merged = resolve_again(saved) if resolve_again else config
     saved_config = config_module.from_dict(saved)
     for section in ("model", "data"):
-        ours, theirs = getattr(merged, section), getattr(saved_config, section)
-        if ours != theirs:
-            changed = [k for k in vars(ours) if getattr(ours, k) != getattr(theirs, k)]
-            console.warn(
-                f"--resume keeps the checkpoint's {section} settings; ignoring changes to {', '.join(changed)}"
-            )
-    return merged.replace(model=saved_config.model, data=saved_config.data)
+        finetune.report_ignored(
+            section, getattr(merged, section), getattr(saved_config, section), "--resume keeps the checkpoint's"
+        )
+    train = dataclasses.replace(merged.train, init_from=saved_config.train.init_from)
+    return merged.replace(model=saved_config.model, data=saved_config.data, train=train)
 
 
 class _LossModel(torch.nn.Module):
@@ -225,9 +228,22 @@ class Trainer:
         self.val_ids = self.prepared.ids("val")
         if len(self.val_ids) < 2:
             raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
-        # a resumed run rebuilds exactly the module it saved; a new run derives it from the config
-        self.model_args = previous[checkpoint.MODEL_ARGS] if previous else model_args(config.model, len(self.vocab))
+        # a resumed run rebuilds exactly the module it saved; a new run derives it from the config or its source
+        source = checkpoint.load(t.init_from) if t.init_from and previous is None else None
+        if previous:
+            self.model_args = previous[checkpoint.MODEL_ARGS]
+        elif source:
+            self.model_args = finetune.model_args_for(source, self.vocab, t.init_from)
+        else:
+            self.model_args = model_args(config.model, len(self.vocab))
         self.model = build_model(self.model_args).to(self.device)
+        self.state = TrainerState()
+        if previous is None:
+            self._start_weights(source)
+        frozen = finetune.freeze(self.model, t.freeze)  # before DDP, which only syncs parameters that train
+        if frozen and self.group.is_writer:
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            console.info(f"frozen: {', '.join(frozen)}; training {trainable:,} of {count_parameters(self.model):,}")
         if self.group.rank > 0:  # same initial weights everywhere, different dropout masks per rank
             torch.manual_seed(t.seed + self.group.rank)
         self.autocast_dtype = _autocast_dtype(t.precision, self.device)
@@ -241,13 +257,23 @@ class Trainer:
         if t.compile:
             self.loss_model = torch.compile(self.loss_model)
         self.optimizer = self._make_optimizer()
-        self.state = TrainerState()
         self.metrics_rows: list[dict] = []
         if previous is not None:
             self._restore(previous)
-        else:  # pre-trained vectors are read once, when the run starts; a resume has them in its weights
-            self.state.embeddings = load_pretrained(self.model, config.model, self.vocab)
         self.hidden = self._hidden_to_device(self.state.hidden)
+
+    def _start_weights(self, source: dict | None = None) -> None:
+        """A new run's weights: the source's, grown to the vocabulary (train.init_from), else the fresh ones plus
+        any pre-trained vectors (read once, when the run starts; a resume has them in its weights)."""
+        t = self.config.train
+        if not t.init_from:
+            self.state.embeddings = load_pretrained(self.model, self.config.model, self.vocab)
+            return
+        source = source or checkpoint.load(t.init_from)
+        self.model.load_state_dict(finetune.grown_state(source, self.model_args, t.seed))
+        self.state.init_from = finetune.record(source, t.init_from, self.vocab)
+        if self.group.is_writer:
+            console.info(finetune.describe_start(source, t.init_from, self.vocab, t))
 
     def _make_optimizer(self):
         t = self.config.train
@@ -487,9 +513,9 @@ class Trainer:
             console.warn(f"the weights had diverged; went back to the weights of {self.paths.last}")
         else:
             self.model.load_state_dict(build_model(self.model_args).state_dict())
-            load_pretrained(self.model, self.config.model, self.vocab)
+            self._start_weights()
             self.optimizer = self._make_optimizer()
-            console.warn("the weights had diverged before any checkpoint; started again from fresh weights")
+            console.warn("the weights had diverged before any checkpoint; started again from the initial weights")
 
     # ----------------------------------------------------------------------- evaluation and files
 
@@ -597,6 +623,7 @@ class Trainer:
                 "parameters": count_parameters(self.model),
                 "prepared": self.prepared.meta["counts"],
                 "embeddings": s.embeddings,
+                "init_from": s.init_from,
             },
         }
         checkpoint.save(path, {**payload, **(extra or {})})

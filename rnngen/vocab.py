@@ -32,6 +32,16 @@ class Vocab:
             kept = kept[: max_vocab - 1]
         return cls([UNK, *kept], level, lowercase)
 
+    def grow(self, counts: dict[str, int], min_freq: int = 1, max_vocab=None) -> Vocab:
+        """This vocabulary plus the tokens of `counts` it lacks, appended: existing ids never change.
+
+        New tokens are kept as Vocab.build keeps tokens (seen at least min_freq times, most frequent
+        first), while the whole vocabulary stays within max_vocab; the existing tokens are never dropped.
+        """
+        new = Vocab.build({t: c for t, c in counts.items() if t not in self.index}, self.level, min_freq=min_freq)
+        room = len(new) - 1 if max_vocab is None else max(max_vocab - len(self), 0)
+        return Vocab([*self.tokens, *new.tokens[1 : 1 + room]], self.level, self.lowercase)
+
     def encode(self, tokens: list[str]) -> list[int]:
         get = self.index.get
         return [get(t, UNK_ID) for t in tokens]
