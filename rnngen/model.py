@@ -31,6 +31,7 @@ from torch import nn
 from rnngen import console
 from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
 from rnngen.errors import ConfigError
+from rnngen.ngram import NgramLM
 
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical embedding: say so
@@ -216,13 +217,13 @@ def join_streams(states: list):
     return torch.cat(states, dim=1)
 
 
+# model.cell -> the class that model_args rebuild; ngram is the count-based Markov baseline
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"rnn": RNNLM, "lstm": RNNLM, "gru": RNNLM, "ngram": NgramLM}
+
+
 def build_model(args: dict) -> nn.Module:
     """Rebuild a model from the model_args stored in a checkpoint."""
-    if args["cell"] == "ngram":  # the count-based Markov baseline
-        from rnngen.ngram import NgramLM
-
-        return NgramLM(**args)
-    return RNNLM(**args)
+    return MODEL_CLASSES[args["cell"]](**args)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,12 +11,10 @@ matches an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,20 +24,24 @@ from rnngen import config as config_module
 from rnngen.batches import TokenStreams
 from rnngen.config import Config
 from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
-from rnngen.diagnose import report_training_gradients
 from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.evaluate import Scores, evaluate_stream
-from rnngen.fileio import write_text
+from rnngen.gradient_report import report_training_gradients
 from rnngen.model import build_model, count_parameters, detach_state, join_streams, model_args, select_streams
+from rnngen.ngram_train import train_ngram
 from rnngen.prepare import Prepared, prepare
-from rnngen.runs import RunLock, RunPaths, mark_latest
-from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
+from rnngen.records import (
+    TrainResult,
+    checkpoint_payload,
+    metrics_row,
+    read_metrics,
+    start_run,
+    write_metrics,
+    write_sample,
+)
+from rnngen.runs import RunLock, RunPaths
 
-METRICS_COLUMNS = [
-    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
-    "lr", "grad_norm", "clip_rate", "tokens_per_s",
-]  # fmt: skip
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
 BAD_STEP_WINDOW = 50  # ... where "close" means fewer than this many steps apart
@@ -97,17 +99,6 @@ class TrainerState:
 
     def to_dict(self) -> dict:
         return dict(vars(self))
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    reason: str
-    best_val_loss: float
-    last_val: dict | None = None
-    interrupted: bool = False
-    notes: list = field(default_factory=list)
 
 
 class _StopRequest:
@@ -171,8 +162,6 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
         for stale in (paths.last, paths.best, paths.metrics):
             stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
-        from rnngen.ngram import train_ngram
-
         return train_ngram(config, paths)
     return Trainer(config, paths, previous, group, device).run()
 
@@ -272,7 +261,7 @@ class Trainer:
             set_rng_state(per_rank[self.group.rank])
         else:
             set_rng_state(previous[checkpoint.RNG])
-        self.metrics_rows = [r for r in _read_metrics(self.paths.metrics) if int(r["step"]) <= self.state.step]
+        self.metrics_rows = [r for r in read_metrics(self.paths.metrics) if int(r["step"]) <= self.state.step]
         console.info(f"resuming {self.paths.root} at step {self.state.step:,} (epoch {self.state.epoch})")
 
     def _my_rows(self, hidden):
@@ -296,9 +285,7 @@ class Trainer:
     def run(self) -> TrainResult:
         t, s, paths, group = self.config.train, self.state, self.paths, self.group
         if group.is_writer:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            write_text(paths.config, config_module.to_yaml(self.config))
-            mark_latest(paths.root)
+            start_run(self.config, paths)
         processes = f" x {group.world_size} processes" if group.enabled else ""
         console.info(
             f"training {self.model_args['cell']} {self.model_args['num_layers']}x{self.model_args['hidden_size']} "
@@ -514,20 +501,7 @@ class Trainer:
         return scores
 
     def _write_sample(self) -> None:
-        t = self.config.train
-        if t.sample_length == 0:
-            return
-        sample_config = self.config.sample
-        try:
-            seed_ids = encode_seed(self.vocab, sample_config.seed, "skip")
-        except UserError:
-            seed_ids = encode_seed(self.vocab, None)
-        options = DecodeOptions.from_config(sample_config)
-        options.length, options.num_samples, options.stop = t.sample_length, 1, ()
-        options.random_seed = self.state.step  # its own generator: training's random stream is untouched
-        (sample,) = generate(self.model, self.vocab, seed_ids, options, self.device)
-        text = (seed_text(self.vocab, seed_ids) if sample_config.seed else "") + sample.text
-        write_text(self.paths.samples / f"step-{self.state.step:07d}.txt", text + "\n")
+        write_sample(self.model, self.vocab, self.config, self.paths, self.state.step, self.device)
         self.model.train()
 
     def _metrics_row(self, lr, loss_sum, steps, norm_sum, clipped, tokens_per_s, scores: Scores | None) -> dict:
@@ -535,26 +509,13 @@ class Trainer:
         train_loss = loss_sum / steps if steps else None
         if train_loss is not None:
             s.last_train_loss = train_loss
-        row = {
-            "step": s.step,
-            "epoch": round(s.epoch + s.window / self.streams.windows, 4),
-            "elapsed_s": round(s.elapsed_s, 2),
-            "tokens": s.tokens,
-            "train_loss": _fmt(train_loss),
-            "val_loss": _fmt(scores.loss if scores else None),
-            "val_ppl": _fmt(scores.perplexity if scores else None),
-            "val_bpc": _fmt(scores.bpc if scores else None),
-            "lr": f"{lr:.3g}",
-            "grad_norm": _fmt(norm_sum / steps if steps else None),
-            "clip_rate": _fmt(clipped / steps if steps else None),
-            "tokens_per_s": round(tokens_per_s) if tokens_per_s else "",
-        }
+        epoch = s.epoch + s.window / self.streams.windows
+        grad_norm, clip_rate = (norm_sum / steps, clipped / steps) if steps else (None, None)
+        row = metrics_row(
+            s.step, epoch, s.elapsed_s, s.tokens, train_loss, scores, lr, grad_norm, clip_rate, tokens_per_s
+        )
         self.metrics_rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, METRICS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(self.metrics_rows)
-        write_text(self.paths.metrics, buffer.getvalue())
+        write_metrics(self.paths.metrics, self.metrics_rows)
         return row
 
     def _save_last(self) -> None:
@@ -580,26 +541,22 @@ class Trainer:
         if not self.group.is_writer:
             return
         s = self.state
-        payload = {
-            checkpoint.CONFIG: self.config.to_dict(),
-            checkpoint.MODEL_ARGS: self.model_args,
-            checkpoint.MODEL_STATE: self.model.state_dict(),
-            checkpoint.VOCAB: self.vocab.to_dict(),
-            checkpoint.TRAINER_STATE: s.to_dict(),
-            checkpoint.SUMMARY: {
-                "step": s.step,
-                "epoch": s.epoch,
-                "tokens": s.tokens,
-                "elapsed_s": s.elapsed_s,
-                "train_loss": s.last_train_loss,
-                "val": s.last_val,
-                "best_val_loss": s.best_val_loss if math.isfinite(s.best_val_loss) else None,
-                "parameters": count_parameters(self.model),
-                "prepared": self.prepared.meta["counts"],
-                "embeddings": s.embeddings,
-            },
+        summary = {
+            "step": s.step,
+            "epoch": s.epoch,
+            "tokens": s.tokens,
+            "elapsed_s": s.elapsed_s,
+            "train_loss": s.last_train_loss,
+            "val": s.last_val,
+            "best_val_loss": s.best_val_loss if math.isfinite(s.best_val_loss) else None,
+            "parameters": count_parameters(self.model),
+            "prepared": self.prepared.meta["counts"],
+            "embeddings": s.embeddings,
         }
-        checkpoint.save(path, {**payload, **(extra or {})})
+        extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {})}
+        checkpoint.save(
+            path, checkpoint_payload(self.config, self.model_args, self.model, self.vocab, summary, **extra)
+        )
 
 
 def _autocast_dtype(precision: str, device: torch.device):
@@ -611,10 +568,6 @@ def _autocast_dtype(precision: str, device: torch.device):
     if precision == "fp16" and device.type != "cuda":
         raise UserError(f"train.precision: fp16 needs a CUDA GPU (training on {device.type}); use bf16 or fp32")
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.6g}"
 
 
 def _postfix(row: dict, last_val: dict | None) -> str:
@@ -634,10 +587,3 @@ def _log_line(row: dict) -> str:
         text
         + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
     )
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
