@@ -26,6 +26,7 @@ from torch import nn
 
 from rnngen.errors import DataError, UserError
 from rnngen.model import build_model
+from rnngen.runs import RunPaths
 
 WINDOWS = 128  # batch of text windows the norms are averaged over
 WARMUP_TOKENS = 50  # read before each window without gradients, so the state is a realistic one
@@ -173,7 +174,7 @@ def gradient_profile(model, ids: np.ndarray, steps: int, fresh: bool = False, se
 def model_label(path) -> str:
     """A run's directory name for best.pt/last.pt (runs/lstm/best.pt -> lstm), else the file name."""
     path = Path(path)
-    return path.parent.name if path.name in ("best.pt", "last.pt") and path.parent.name else path.name
+    return path.parent.name if path.name in RunPaths.CHECKPOINTS and path.parent.name else path.name
 
 
 def recurrent_sigma_max(rnn: nn.RNNBase) -> list[float]:
