@@ -27,6 +27,7 @@ from torch import nn
 from rnngen.errors import DataError, UserError
 from rnngen.model import build_model
 from rnngen.runs import RunPaths
+from rnngen.state import hidden_of, map_state
 
 WINDOWS = 128  # batch of text windows the norms are averaged over
 WARMUP_TOKENS = 50  # read before each window without gradients, so the state is a realistic one
@@ -91,18 +92,15 @@ def step_through(module: nn.Module, inputs: torch.Tensor, state=None) -> list[li
         outputs = []
         for x_t in layer_input:
             carry = cell(x_t, carry)
-            outputs.append(carry[0] if isinstance(carry, tuple) else carry)  # (B, H)
+            outputs.append(hidden_of(carry))  # (B, H)
         hiddens.append(outputs)
         layer_input = outputs
     return hiddens
 
 
 def _layer_state(state, layer: int):
-    if state is None:
-        return None
-    if isinstance(state, tuple):  # lstm: (h, c), each (L, B, H)
-        return state[0][layer], state[1][layer]
-    return state[layer]
+    """One layer's part of a state: (L, B, H) -> (B, H), an lstm's (h, c) pair -> a pair; None stays None."""
+    return map_state(lambda s: s[layer], state)
 
 
 def hidden_gradient_norms(module: nn.Module, token_ids: torch.Tensor, state=None) -> torch.Tensor:

@@ -190,33 +190,6 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
     return values.mean() if reduction == "mean" else values
 
 
-def detach_state(state):
-    """Cut the graph between BPTT windows: the values carry over, the gradients stop here."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-
-
-def select_streams(state, rows):
-    """The state of some batch rows (e.g. the last stream when it continues into a tail)."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)
-    return state[:, rows]
-
-
-def join_streams(states: list):
-    """States of consecutive row blocks side by side again: the inverse of select_streams."""
-    if len(states) == 1 or states[0] is None:
-        return states[0]
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
-    return torch.cat(states, dim=1)
-
-
 # model.cell -> the class that model_args rebuild; ngram is the count-based Markov baseline
 MODEL_CLASSES: dict[str, type[nn.Module]] = {"rnn": RNNLM, "lstm": RNNLM, "gru": RNNLM, "ngram": NgramLM}
 

@@ -84,7 +84,7 @@ class NgramLM(nn.Module):
     `model(token_ids (B, T), state) -> (logits (B, T, V), state)`, where the logits are the exact
     log-probabilities. The state is the last order-2 input tokens (the input token itself completes
     the order-1 context), shaped (1, B, order-2) like an RNN's (layers, B, H) so the shared state
-    helpers (detach_state, select_streams, sample._repeat_state) apply unchanged. It has no
+    helpers (rnngen.state, sample._repeat_state) apply unchanged. It has no
     parameters: everything it knows is in buffers.
     """
 

@@ -10,16 +10,10 @@ from rnngen import checkpoint, console
 from rnngen.config import Config
 from rnngen.errors import DataError
 from rnngen.evaluate import evaluate_stream
+from rnngen.metrics import metrics_row, write_metrics
 from rnngen.ngram import NgramLM, ngram_args, state_bytes
 from rnngen.prepare import prepare
-from rnngen.records import (
-    TrainResult,
-    checkpoint_payload,
-    metrics_row,
-    start_run,
-    write_metrics,
-    write_sample,
-)
+from rnngen.records import TrainResult, checkpoint_payload, start_run, write_sample
 from rnngen.runs import RunPaths
 
 

@@ -1,5 +1,5 @@
-"""What a training run writes, one way for every model: the run directory, metrics rows,
-evaluation samples and the contents of its checkpoints.
+"""What a training run writes, one way for every model: the run directory, evaluation samples and
+the contents of its checkpoints (metrics rows: rnngen.metrics).
 
 The neural trainer (rnngen.train) and the n-gram counter (rnngen.ngram_train) both write through
 these functions, so a run directory looks the same whichever model made it.
@@ -7,8 +7,6 @@ these functions, so a run directory looks the same whichever model made it.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +19,6 @@ from rnngen.errors import UserError
 from rnngen.fileio import write_text
 from rnngen.runs import RunPaths, mark_latest
 from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
-
-METRICS_COLUMNS = [
-    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
-    "lr", "grad_norm", "clip_rate", "tokens_per_s",
-]  # fmt: skip
 
 
 @dataclass
@@ -44,48 +37,6 @@ def start_run(config: Config, paths: RunPaths) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
     write_text(paths.config, config_module.to_yaml(config))
     mark_latest(paths.root)
-
-
-# --------------------------------------------------------------------------- metrics.csv
-
-
-def metrics_row(step, epoch, elapsed_s, tokens, train_loss, scores, lr, grad_norm, clip_rate, tokens_per_s) -> dict:
-    """One row of metrics.csv; None (and a tokens_per_s of 0) is written as an empty cell."""
-    return {
-        "step": step,
-        "epoch": round(epoch, 4),
-        "elapsed_s": round(elapsed_s, 2),
-        "tokens": tokens,
-        "train_loss": _fmt(train_loss),
-        "val_loss": _fmt(scores.loss if scores else None),
-        "val_ppl": _fmt(scores.perplexity if scores else None),
-        "val_bpc": _fmt(scores.bpc if scores else None),
-        "lr": "" if lr is None else f"{lr:.3g}",
-        "grad_norm": _fmt(grad_norm),
-        "clip_rate": _fmt(clip_rate),
-        "tokens_per_s": round(tokens_per_s) if tokens_per_s else "",
-    }
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """Write all rows so far (atomically, like every file of a run)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, METRICS_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The rows of a metrics.csv as dicts of strings; none if the file does not exist yet."""
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.6g}"
 
 
 # --------------------------------------------------------------------------- samples and checkpoints

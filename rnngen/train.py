@@ -28,19 +28,13 @@ from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.evaluate import Scores, evaluate_stream
 from rnngen.gradient_report import report_training_gradients
-from rnngen.model import build_model, count_parameters, detach_state, join_streams, model_args, select_streams
+from rnngen.metrics import metrics_row, read_metrics, write_metrics
+from rnngen.model import build_model, count_parameters, model_args
 from rnngen.ngram_train import train_ngram
 from rnngen.prepare import Prepared, prepare
-from rnngen.records import (
-    TrainResult,
-    checkpoint_payload,
-    metrics_row,
-    read_metrics,
-    start_run,
-    write_metrics,
-    write_sample,
-)
+from rnngen.records import TrainResult, checkpoint_payload, start_run, write_sample
 from rnngen.runs import RunLock, RunPaths
+from rnngen.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
@@ -277,8 +271,7 @@ class Trainer:
     def _hidden_to_device(self, hidden):
         if hidden is None:
             return None
-        tensors = [h.to(self.device) for h in hidden]
-        return tuple(tensors) if self.model_args["cell"] == "lstm" else tensors[0]
+        return state_from_tensors([h.to(self.device) for h in hidden], paired=self.model_args["cell"] == "lstm")
 
     # ----------------------------------------------------------------------- the loop
 
@@ -521,9 +514,7 @@ class Trainer:
     def _save_last(self) -> None:
         """Every rank joins (its hidden rows and RNG state are gathered); rank 0 writes."""
         hidden = self.hidden
-        mine = (
-            None if hidden is None else [h.detach().cpu() for h in (hidden if isinstance(hidden, tuple) else (hidden,))]
-        )
+        mine = None if hidden is None else [h.detach().cpu() for h in state_tensors(hidden)]
         every_hidden = distributed.gather_objects(self.group, mine)
         every_rng = distributed.gather_objects(self.group, rng_state())
         if not self.group.is_writer:

@@ -20,9 +20,20 @@ MAX_CLASS_LINES = 250
 # Where every module sits. A module may import from its own layer or a lower one, never a higher one.
 # compare sits above the api: like a command, it trains models (train) and measures them (api).
 LAYERS = {
-    "base": ["__init__", "errors", "console", "fileio", "config", "device", "distributed", "checkpoint", "runs"],
+    "base": [
+        "__init__",
+        "errors",
+        "console",
+        "fileio",
+        "config",
+        "device",
+        "distributed",
+        "checkpoint",
+        "runs",
+        "metrics",
+    ],
     "data": ["sources", "tokens", "vocab", "prepare", "batches", "demo"],
-    "models": ["adaptive", "embeddings", "ngram", "model", "stepper"],
+    "models": ["state", "adaptive", "embeddings", "ngram", "model", "stepper"],
     "evaluation and generation": ["evaluate", "sample", "copying"],
     "training": ["records", "gradient_report", "ngram_train", "train"],
     "analysis": ["diagnose", "plot"],
