@@ -161,14 +161,6 @@ class RNNLM(nn.Module):
         outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
         return self.dropout(outputs), state
 
-    def initial_state(self, batch_size: int, device=None):
-        """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm."""
-        weight = self.rnn.weight_hh_l0
-        zeros = torch.zeros(
-            self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype
-        )
-        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
-
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):
         """Cross-entropy (nats per token) of predicting `targets` (B, T), and the new state."""
         if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
@@ -177,10 +169,6 @@ class RNNLM(nn.Module):
             return _reduce(nll, reduction), state
         logits, state = self(token_ids, state)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction), state
-
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Log-softmax of the logits: log p(next token) over the vocabulary."""
-        return F.log_softmax(logits.float(), dim=-1)
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:

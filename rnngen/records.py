@@ -7,7 +7,7 @@ these functions, so a run directory looks the same whichever model made it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,6 @@ class TrainResult:
     best_val_loss: float
     last_val: dict | None = None
     interrupted: bool = False
-    notes: list = field(default_factory=list)
 
 
 def start_run(config: Config, paths: RunPaths) -> None:
