@@ -24,7 +24,7 @@ from rnngen.errors import CheckpointError, DataError
 from rnngen.evaluate import Scores, evaluate_stream
 from rnngen.finetune import describe_record
 from rnngen.model import build_model, count_parameters
-from rnngen.runs import checkpoint_in
+from rnngen.runs import resolve_checkpoint
 from rnngen.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
 from rnngen.vocab import Vocab
 
@@ -163,7 +163,7 @@ def predicted_chars(pieces: list[str], level: str) -> int:
     return len(tokens.join(pieces, level)) - len(pieces[0])
 
 
-def load(path: str | Path, device: str = "cpu") -> Model:
-    """Load a checkpoint file, or a run directory's best.pt (else last.pt)."""
-    file = checkpoint_in(path)
+def load(path: str | Path | None = None, device: str = "cpu") -> Model:
+    """Load a checkpoint file, or a run directory's best.pt (else last.pt); with no path, the latest run's."""
+    file = resolve_checkpoint(run=path)
     return Model(checkpoint.load(file), file, device)

@@ -128,6 +128,7 @@ def train(config_path, sets, resume, overwrite, init_from, device):
       rnngen train --config configs/hunger.yaml --set train.max_minutes=30 --resume
       rnngen train --config small.yaml --init-from runs/big     # fine-tune runs/big on small.yaml's text
     """
+    from rnngen.runs import RunPaths
     from rnngen.train import train as run_train
 
     if init_from and resume:
@@ -147,8 +148,8 @@ def train(config_path, sets, resume, overwrite, init_from, device):
         again += ["--set", f"train.out_dir={result.run_dir}", "--resume"]
         console.warn(f"training interrupted at step {result.step}; resume with:\n  {shlex.join(again)}")
         sys.exit(EXIT_INTERRUPTED)
-    best = result.run_dir / "best.pt"
-    _echo(f"{best if best.exists() else result.run_dir / 'last.pt'}\n")
+    paths = RunPaths(result.run_dir)
+    _echo(f"{paths.checkpoint() or paths.last}\n")
 
 
 # --------------------------------------------------------------------------- sample
@@ -156,18 +157,15 @@ def train(config_path, sets, resume, overwrite, init_from, device):
 
 def _checkpoint_path(checkpoint, run, config_path, sets):
     """--checkpoint, --run, --config (its out_dir) or runs/LATEST, in that order; only one may be given."""
-    from rnngen.runs import checkpoint_in, latest_run
+    from rnngen.runs import resolve_checkpoint
 
     given = [name for name, value in (("--checkpoint", checkpoint), ("--run", run)) if value]
     if len(given) > 1:
         raise click.UsageError("give only one of --checkpoint and --run")
-    if checkpoint:
-        return checkpoint
-    if run:
-        return checkpoint_in(run)
-    if config_path or any(s.startswith("train.out_dir=") for s in sets):
-        return checkpoint_in(_resolve(config_path, sets, {}).train.out_dir)
-    return checkpoint_in(latest_run())
+    out_dir = None
+    if not given and (config_path or any(s.startswith("train.out_dir=") for s in sets)):
+        out_dir = _resolve(config_path, sets, {}).train.out_dir
+    return resolve_checkpoint(checkpoint, run, out_dir)
 
 
 def _load_model(checkpoint, run, config_path, sets, device):
@@ -301,11 +299,10 @@ def evaluate(checkpoints, data_path, as_json, batch_size, device):
       rnngen evaluate --checkpoint runs/a --checkpoint runs/b --data holdout.txt --json
     """
     from rnngen.api import load
-    from rnngen.runs import latest_run
 
     text = _read_eval_text(data_path) if data_path else None
     rows = []
-    for item in checkpoints or (str(latest_run()),):
+    for item in checkpoints or (None,):  # none given: the latest run
         model = load(item, device)
         if text is None:
             ids, chars, unknown = model.validation_ids()

@@ -26,7 +26,7 @@ from rnngen.errors import UserError
 from rnngen.model import count_parameters
 from rnngen.ngram import state_bytes
 from rnngen.prepare import Prepared, prepare
-from rnngen.runs import checkpoint_in
+from rnngen.runs import RunPaths, resolve_checkpoint
 from rnngen.train import train
 
 DEFAULT_SPECS = ("ngram:2", "ngram:3", "ngram:5", "rnn", "lstm", "gru")
@@ -62,7 +62,7 @@ def parse_specs(items) -> list[Spec]:
 
 def parse_spec(text: str) -> Spec:
     path = Path(text)
-    if path.is_file() or (path.is_dir() and any((path / name).exists() for name in ("best.pt", "last.pt"))):
+    if path.is_file() or (path.is_dir() and RunPaths(path).checkpoint() is not None):
         return Spec(name=text, checkpoint=path)
     if text in NEURAL_CELLS:
         return Spec(name=text, cell=text)
@@ -90,7 +90,7 @@ def compare(config: Config, specs: list[Spec], budget_minutes: float | None = No
     rows = []
     for number, spec in enumerate(specs, 1):
         if spec.checkpoint is not None:
-            path = checkpoint_in(spec.checkpoint)
+            path = resolve_checkpoint(run=spec.checkpoint)
             console.info(f"compare {number}/{len(specs)}: {spec.name} from {path}")
         else:
             path = _train(config, spec, budget, root / spec.name, f"{number}/{len(specs)}")
@@ -107,7 +107,7 @@ def _train(config: Config, spec: Spec, budget: float, out_dir: Path, progress: s
     result = train(config.replace(model=model, train=limits), overwrite=True)
     if result.interrupted:
         raise KeyboardInterrupt
-    return checkpoint_in(result.run_dir)
+    return resolve_checkpoint(run=result.run_dir)
 
 
 def measure(name: str, path: Path, prepared: Prepared, config: Config) -> dict:

@@ -16,7 +16,6 @@ h_t is a tensor of its own; training never does this (it runs the fused module).
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,15 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import console
 from rnngen.errors import DataError, UserError
+from rnngen.model import build_model
+from rnngen.runs import RunPaths
+from rnngen.state import hidden_of, map_state
 
 WINDOWS = 128  # batch of text windows the norms are averaged over
 WARMUP_TOKENS = 50  # read before each window without gradients, so the state is a realistic one
 SLOW_DECAY_STEPS = 20  # falling 10x in fewer steps than this: distant context barely trains
-SPIKE_FACTOR = 10.0  # a step whose gradient norm exceeds the running average of the steps before it by this
-SPIKE_AVERAGE_DECAY = 0.98  # the running average of gradient norms forgets at this rate per step (~50 steps)
-MOSTLY_CLIPPED = 0.5  # share of clipped steps above which training is warned about
 NORM_FLOOR = 1e-30  # norms below this (or exactly 0) count as this on the log scale
 RECURRENT_CELLS = ("rnn", "lstm", "gru")
 
@@ -94,18 +92,15 @@ def step_through(module: nn.Module, inputs: torch.Tensor, state=None) -> list[li
         outputs = []
         for x_t in layer_input:
             carry = cell(x_t, carry)
-            outputs.append(carry[0] if isinstance(carry, tuple) else carry)  # (B, H)
+            outputs.append(hidden_of(carry))  # (B, H)
         hiddens.append(outputs)
         layer_input = outputs
     return hiddens
 
 
 def _layer_state(state, layer: int):
-    if state is None:
-        return None
-    if isinstance(state, tuple):  # lstm: (h, c), each (L, B, H)
-        return state[0][layer], state[1][layer]
-    return state[layer]
+    """One layer's part of a state: (L, B, H) -> (B, H), an lstm's (h, c) pair -> a pair; None stays None."""
+    return map_state(lambda s: s[layer], state)
 
 
 def hidden_gradient_norms(module: nn.Module, token_ids: torch.Tensor, state=None) -> torch.Tensor:
@@ -143,8 +138,6 @@ def gradient_profile(model, ids: np.ndarray, steps: int, fresh: bool = False, se
     fresh=True measures the same architecture at weights drawn after torch.manual_seed(seed); with the
     run's train.seed (what the CLI passes) these are the weights its training started from.
     """
-    from rnngen.model import build_model
-
     if model.model_args["cell"] not in RECURRENT_CELLS:
         raise UserError(
             f"{model.path}: cell {model.model_args['cell']} has no hidden state to send gradients through time; "
@@ -179,7 +172,7 @@ def gradient_profile(model, ids: np.ndarray, steps: int, fresh: bool = False, se
 def model_label(path) -> str:
     """A run's directory name for best.pt/last.pt (runs/lstm/best.pt -> lstm), else the file name."""
     path = Path(path)
-    return path.parent.name if path.name in ("best.pt", "last.pt") and path.parent.name else path.name
+    return path.parent.name if path.name in RunPaths.CHECKPOINTS and path.parent.name else path.name
 
 
 def recurrent_sigma_max(rnn: nn.RNNBase) -> list[float]:
@@ -287,68 +280,3 @@ def format_report(profiles: list[GradientProfile]) -> str:
             profiles
         )
     return text
-
-
-# --------------------------------------------------------------------------- training side
-
-
-def training_gradient_summary(
-    norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0
-) -> tuple[str, list[str]]:
-    """A summary line of a training session's gradient norms (before clipping), and warnings.
-
-    norms holds one value per step of the session, the last one being step `last_step`; the
-    non-finite ones (steps that were skipped, and warned about then) are left out. Jumps in the
-    first `settle_steps` steps of a run (the learning-rate warmup) are expected and not flagged.
-    """
-    finite = [n for n in norms if math.isfinite(n)]
-    if not finite:
-        return "", []
-    line = (f"gradient norm over {len(finite):,} steps: mean {statistics.fmean(finite):.3g}, "
-            f"median {statistics.median(finite):.3g}, max {max(finite):.3g}")  # fmt: skip
-    warnings = []
-    if grad_clip is not None:
-        clipped = sum(n > grad_clip for n in finite) / len(finite)
-        line += f"; clipped to {grad_clip:g} in {clipped:.0%} of steps"
-        if clipped > MOSTLY_CLIPPED:
-            warnings.append(
-                f"gradient clipping fired in {clipped:.0%} of steps: most updates were shrunk, so training moved "
-                "slower than train.lr says; lower train.lr, or raise train.grad_clip if training is stable"
-            )
-    first_step = last_step - len(norms) + 1
-    spikes = [(i, ratio) for i, ratio in gradient_spikes(norms) if first_step + i > settle_steps]
-    if spikes:
-        where = ", ".join(str(first_step + index) for index, _ in spikes[:5]) + (", ..." if len(spikes) > 5 else "")
-        guard = "clipping kept those updates bounded" if grad_clip is not None else "set train.grad_clip to bound them"
-        warnings.append(
-            f"the gradient norm spiked at step{'s' if len(spikes) > 1 else ''} {where}, up to {max(r for _, r in spikes):.0f}x the average of the "
-            f"steps before: exploding gradients; {guard}, or lower train.lr"
-        )
-    return line, warnings
-
-
-def gradient_spikes(norms: list[float]) -> list[tuple[int, float]]:
-    """(index, norm / running average of the norms before it) for every step where that ratio exceeds SPIKE_FACTOR.
-
-    The average forgets slowly, so a gradual drift (such as the fall from the initial value) never
-    counts, while a sudden jump does.
-    """
-    spikes, average = [], None
-    for index, norm in enumerate(norms):
-        if not math.isfinite(norm):
-            continue
-        if average and norm > SPIKE_FACTOR * average:  # None before the first step; 0 only if all were 0
-            spikes.append((index, norm / average))
-        average = norm if average is None else SPIKE_AVERAGE_DECAY * average + (1 - SPIKE_AVERAGE_DECAY) * norm
-    return spikes
-
-
-def report_training_gradients(
-    norms: list[float], grad_clip: float | None, last_step: int, settle_steps: int = 0
-) -> None:
-    """Print the end-of-training gradient summary on stderr."""
-    line, warnings = training_gradient_summary(norms, grad_clip, last_step, settle_steps)
-    if line:
-        console.info(line)
-    for warning in warnings:
-        console.warn(warning)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from rnngen.batches import evaluation_blocks, to_tensor
-from rnngen.model import detach_state, select_streams
+from rnngen.state import detach_state, select_streams
 
 
 @dataclass

@@ -31,6 +31,7 @@ from torch import nn
 from rnngen import console
 from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
 from rnngen.errors import ConfigError
+from rnngen.ngram import NgramLM
 
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical embedding: say so
@@ -160,14 +161,6 @@ class RNNLM(nn.Module):
         outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
         return self.dropout(outputs), state
 
-    def initial_state(self, batch_size: int, device=None):
-        """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm."""
-        weight = self.rnn.weight_hh_l0
-        zeros = torch.zeros(
-            self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype
-        )
-        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
-
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):
         """Cross-entropy (nats per token) of predicting `targets` (B, T), and the new state."""
         if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
@@ -177,10 +170,6 @@ class RNNLM(nn.Module):
         logits, state = self(token_ids, state)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction), state
 
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Log-softmax of the logits: log p(next token) over the vocabulary."""
-        return F.log_softmax(logits.float(), dim=-1)
-
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
     """The reductions of F.cross_entropy: "mean", "sum" or "none"."""
@@ -189,40 +178,13 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
     return values.mean() if reduction == "mean" else values
 
 
-def detach_state(state):
-    """Cut the graph between BPTT windows: the values carry over, the gradients stop here."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
-
-
-def select_streams(state, rows):
-    """The state of some batch rows (e.g. the last stream when it continues into a tail)."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s[:, rows] for s in state)
-    return state[:, rows]
-
-
-def join_streams(states: list):
-    """States of consecutive row blocks side by side again: the inverse of select_streams."""
-    if len(states) == 1 or states[0] is None:
-        return states[0]
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat(parts, dim=1) for parts in zip(*states))
-    return torch.cat(states, dim=1)
+# model.cell -> the class that model_args rebuild; ngram is the count-based Markov baseline
+MODEL_CLASSES: dict[str, type[nn.Module]] = {"rnn": RNNLM, "lstm": RNNLM, "gru": RNNLM, "ngram": NgramLM}
 
 
 def build_model(args: dict) -> nn.Module:
     """Rebuild a model from the model_args stored in a checkpoint."""
-    if args["cell"] == "ngram":  # the count-based Markov baseline
-        from rnngen.ngram import NgramLM
-
-        return NgramLM(**args)
-    return RNNLM(**args)
+    return MODEL_CLASSES[args["cell"]](**args)
 
 
 def count_parameters(model: nn.Module) -> int:

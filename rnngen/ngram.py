@@ -34,25 +34,9 @@ p_m(w | h) = alpha(h w) + backoff(h) * p_{m-1}(w | h'): one gather and one multi
 
 from __future__ import annotations
 
-import csv
-import io
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
-
-from rnngen import checkpoint, console
-from rnngen import config as config_module
-from rnngen.config import Config
-from rnngen.errors import DataError, UserError
-from rnngen.evaluate import evaluate_stream
-from rnngen.fileio import write_text
-from rnngen.prepare import prepare
-from rnngen.runs import RunPaths, mark_latest
-from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
-from rnngen.train import METRICS_COLUMNS, TrainResult
 
 
 def count_ngrams(ids: torch.Tensor, vocab_size: int, order: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,7 +84,7 @@ class NgramLM(nn.Module):
     `model(token_ids (B, T), state) -> (logits (B, T, V), state)`, where the logits are the exact
     log-probabilities. The state is the last order-2 input tokens (the input token itself completes
     the order-1 context), shaped (1, B, order-2) like an RNN's (layers, B, H) so the shared state
-    helpers (detach_state, select_streams, sample._repeat_state) apply unchanged. It has no
+    helpers (rnngen.state, sample._repeat_state) apply unchanged. It has no
     parameters: everything it knows is in buffers.
     """
 
@@ -233,81 +217,3 @@ def state_bytes(module: nn.Module) -> int:
     """Bytes of the tensors a model holds (weights or count tables), each shared tensor once."""
     tensors = {t.data_ptr(): t for t in module.state_dict().values()}
     return sum(t.numel() * t.element_size() for t in tensors.values())
-
-
-# --------------------------------------------------------------------------- `rnngen train` for cell ngram
-
-
-def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
-    """Count the training text once and write the run exactly as a neural run does (config, best/last.pt, metrics)."""
-    t = config.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    prepared = prepare(config)
-    train_ids, val_ids = prepared.ids("train"), prepared.ids("val")
-    if len(train_ids) < 1 or len(val_ids) < 2:
-        raise DataError("the training or validation split is empty; raise data.val_fraction or give more text")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_text(paths.config, config_module.to_yaml(config))
-    mark_latest(paths.root)
-    vocab = prepared.vocab
-    order = config.model.order
-    console.info(f"counting n-grams of order 1-{order} over {len(train_ids):,} tokens -> {paths.root}")
-    started = time.monotonic()
-    model = NgramLM.fit(train_ids, len(vocab), order)
-    build_s = time.monotonic() - started
-    console.info(f"stored {model.stored_ngrams:,} n-grams ({state_bytes(model) / 1e6:.1f} MB) in {build_s:.1f}s")
-    scores = evaluate_stream(model, val_ids, prepared.val_chars, t.eval_batch_size, t.seq_len, torch.device("cpu"))
-    console.info(f"validation loss {scores.loss:.4f} (ppl {scores.perplexity:.2f}, bpc {scores.bpc:.4f})")
-    _write_sample(model, vocab, config, paths)
-    _write_metrics(paths.metrics, len(train_ids), build_s, scores)
-    args = ngram_args(len(vocab), order, [len(getattr(model, f"keys_{level}")) for level in range(1, order + 1)])
-    payload = {
-        checkpoint.CONFIG: config.to_dict(),
-        checkpoint.MODEL_ARGS: args,
-        checkpoint.MODEL_STATE: model.state_dict(),
-        checkpoint.VOCAB: vocab.to_dict(),
-        checkpoint.SUMMARY: {
-            "step": 1,
-            "epoch": 1,
-            "tokens": len(train_ids),
-            "elapsed_s": build_s,
-            "train_loss": None,
-            "val": scores.to_dict(),
-            "best_val_loss": scores.loss,
-            "parameters": 0,
-            "stored_ngrams": model.stored_ngrams,
-            "prepared": prepared.meta["counts"],
-        },
-    }
-    checkpoint.save(paths.best, payload)
-    checkpoint.save(paths.last, payload)
-    return TrainResult(paths.root, 1, "counted the training text", scores.loss, scores.to_dict())
-
-
-def _write_sample(model: NgramLM, vocab, config: Config, paths: RunPaths) -> None:
-    """samples/step-0000001.txt, as a neural run writes one at each evaluation."""
-    if config.train.sample_length == 0:
-        return
-    try:
-        seed_ids = encode_seed(vocab, config.sample.seed, "skip")
-    except UserError:
-        seed_ids = encode_seed(vocab, None)
-    options = DecodeOptions.from_config(config.sample)
-    options.length, options.num_samples, options.stop, options.random_seed = config.train.sample_length, 1, (), 1
-    (sample,) = generate(model, vocab, seed_ids, options, torch.device("cpu"))
-    shown = seed_text(vocab, seed_ids) if config.sample.seed else ""
-    write_text(paths.samples / "step-0000001.txt", shown + sample.text + "\n")
-
-
-def _write_metrics(path: Path, tokens: int, build_s: float, scores) -> None:
-    row = {
-        "step": 1, "epoch": 1, "elapsed_s": round(build_s, 2), "tokens": tokens, "train_loss": "",
-        "val_loss": f"{scores.loss:.6g}", "val_ppl": f"{scores.perplexity:.6g}", "val_bpc": f"{scores.bpc:.6g}",
-        "lr": "", "grad_norm": "", "clip_rate": "", "tokens_per_s": round(tokens / max(build_s, 1e-9)),
-    }  # fmt: skip
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, METRICS_COLUMNS)
-    writer.writeheader()
-    writer.writerow(row)
-    write_text(path, buffer.getvalue())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rnngen.errors import DataError, UserError
 from rnngen.fileio import write_bytes
+from rnngen.metrics import read_metrics
 
 INSTALL_HINT = "pip install 'rnngen[plot]'"
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -81,13 +82,12 @@ def read_run(run_dir: str | Path, name: str) -> RunCurves:
         raise DataError(f"{run_dir} holds no metrics.csv yet; plot a run once training has logged a step")
     curves = RunCurves(name)
     try:
-        with open(metrics, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                curves.step.append(float(row["step"]))
-                curves.minutes.append(float(row["elapsed_s"]) / 60)
-                curves.train_loss.append(_number(row["train_loss"]))
-                curves.val_loss.append(_number(row["val_loss"]))
-                curves.grad_norm.append(_number(row["grad_norm"]))
+        for row in read_metrics(metrics):
+            curves.step.append(float(row["step"]))
+            curves.minutes.append(float(row["elapsed_s"]) / 60)
+            curves.train_loss.append(_number(row["train_loss"]))
+            curves.val_loss.append(_number(row["val_loss"]))
+            curves.grad_norm.append(_number(row["grad_norm"]))
     except (KeyError, TypeError, ValueError, csv.Error) as e:
         raise DataError(
             f"{metrics} is not an rnngen metrics file ({type(e).__name__}: {e}); give a run directory"

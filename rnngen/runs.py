@@ -1,4 +1,4 @@
-"""Run directories: their layout, runs/LATEST, the training lock, and finding a checkpoint."""
+"""Run directories: their layout, runs/LATEST, the training lock, and finding the checkpoint the user meant."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ LATEST_DIR = Path("runs")
 class RunPaths:
     """Where a run keeps its files."""
 
+    CHECKPOINTS = ("best.pt", "last.pt")  # a run's checkpoints, the one to use first
+
     def __init__(self, out_dir: str | Path):
         self.root = Path(out_dir)
         self.config = self.root / "config.yaml"
-        self.last = self.root / "last.pt"
-        self.best = self.root / "best.pt"
+        self.best, self.last = (self.root / name for name in self.CHECKPOINTS)
         self.metrics = self.root / "metrics.csv"
         self.samples = self.root / "samples"
         self.lock = self.root / ".lock"
+
+    def checkpoint(self) -> Path | None:
+        """best.pt, else last.pt; None before the run saved either."""
+        return next((path for path in (self.best, self.last) if path.exists()), None)
 
 
 def mark_latest(out_dir: str | Path) -> None:
@@ -42,17 +47,34 @@ def latest_run() -> Path:
 
 
 def checkpoint_in(run_dir: str | Path) -> Path:
-    """A run's best.pt, else its last.pt."""
+    """A run's best.pt, else its last.pt; a checkpoint file is itself."""
     run_dir = Path(run_dir)
     if run_dir.is_file():
         return run_dir
     if not run_dir.is_dir():
         what = "checkpoint" if run_dir.suffix == ".pt" else "run directory"
         raise CheckpointError(f"{what} {run_dir} does not exist; train with `rnngen train` first")
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / name).exists():
-            return run_dir / name
-    raise CheckpointError(f"run directory {run_dir} holds no checkpoint yet (no best.pt or last.pt); train it first")
+    found = RunPaths(run_dir).checkpoint()
+    if found is None:
+        raise CheckpointError(
+            f"run directory {run_dir} holds no checkpoint yet (no {' or '.join(RunPaths.CHECKPOINTS)}); train it first"
+        )
+    return found
+
+
+def resolve_checkpoint(checkpoint=None, run=None, out_dir=None) -> Path:
+    """The checkpoint the user meant, for every command and the API.
+
+    --checkpoint FILE as given; else the best.pt (else last.pt) of --run (a run directory or a
+    checkpoint file), else of a config's train.out_dir; else of the latest run (runs/LATEST).
+    """
+    if checkpoint:
+        return Path(checkpoint)
+    if run:
+        return checkpoint_in(run)
+    if out_dir:
+        return checkpoint_in(out_dir)
+    return checkpoint_in(latest_run())
 
 
 def source_checkpoint(target: str | Path, key: str) -> Path:

@@ -18,24 +18,30 @@ from dataclasses import dataclass, field
 import torch
 
 from rnngen import console, tokens
+from rnngen.config import SampleConfig
 from rnngen.errors import UserError
 from rnngen.model import RNNLM
+from rnngen.state import map_state
 from rnngen.stepper import CPUStepper
 from rnngen.vocab import UNK_ID, Vocab
+
+_DEFAULTS = SampleConfig()  # the only place sampling defaults are stated is config.SampleConfig
 
 
 @dataclass
 class DecodeOptions:
-    length: int = 300
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float = 1.0
-    num_samples: int = 1
-    random_seed: int | None = None
-    stop: tuple[str, ...] = ()
-    max_time: float | None = None
-    allow_unk: bool = False
+    """How to decode: the generation settings of the sample: section (not seed, on_unknown, include_seed)."""
+
+    length: int = _DEFAULTS.length
+    temperature: float = _DEFAULTS.temperature
+    top_k: int | None = _DEFAULTS.top_k
+    top_p: float | None = _DEFAULTS.top_p
+    repetition_penalty: float = _DEFAULTS.repetition_penalty
+    num_samples: int = _DEFAULTS.num_samples
+    random_seed: int | None = _DEFAULTS.random_seed
+    stop: tuple[str, ...] = _DEFAULTS.stop
+    max_time: float | None = _DEFAULTS.max_time
+    allow_unk: bool = _DEFAULTS.allow_unk
 
     @classmethod
     def from_config(cls, sample_config) -> DecodeOptions:
@@ -306,11 +312,9 @@ class Generation:
 
 
 def _repeat_state(state, n: int):
-    if isinstance(state, tuple):
-        return tuple(_repeat_state(s, n) for s in state)
-    if state is None or n == 1:
+    if n == 1:
         return state
-    return state.repeat_interleave(n, dim=1) if state.dim() == 3 else state.repeat_interleave(n, dim=0)
+    return map_state(lambda s: s.repeat_interleave(n, dim=1) if s.dim() == 3 else s.repeat_interleave(n, dim=0), state)
 
 
 def seed_text(vocab: Vocab, seed_ids: list[int]) -> str:

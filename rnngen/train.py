@@ -11,13 +11,11 @@ matches an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,20 +25,18 @@ from rnngen import config as config_module
 from rnngen.batches import TokenStreams
 from rnngen.config import Config
 from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
-from rnngen.diagnose import report_training_gradients
 from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.evaluate import Scores, evaluate_stream
-from rnngen.fileio import write_text
-from rnngen.model import build_model, count_parameters, detach_state, join_streams, model_args, select_streams
+from rnngen.gradient_report import report_training_gradients
+from rnngen.metrics import metrics_row, read_metrics, write_metrics
+from rnngen.model import build_model, count_parameters, model_args
+from rnngen.ngram_train import train_ngram
 from rnngen.prepare import Prepared, prepare
-from rnngen.runs import RunLock, RunPaths, mark_latest
-from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
+from rnngen.records import TrainResult, checkpoint_payload, start_run, write_sample
+from rnngen.runs import RunLock, RunPaths
+from rnngen.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 
-METRICS_COLUMNS = [
-    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
-    "lr", "grad_norm", "clip_rate", "tokens_per_s",
-]  # fmt: skip
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
 BAD_STEP_WINDOW = 50  # ... where "close" means fewer than this many steps apart
@@ -99,17 +95,6 @@ class TrainerState:
 
     def to_dict(self) -> dict:
         return dict(vars(self))
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    reason: str
-    best_val_loss: float
-    last_val: dict | None = None
-    interrupted: bool = False
-    notes: list = field(default_factory=list)
 
 
 class _StopRequest:
@@ -176,8 +161,6 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
             for stale in (paths.last, paths.best, paths.metrics):
                 stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
-        from rnngen.ngram import train_ngram
-
         return train_ngram(config, paths)
     return Trainer(config, paths, previous, group, device).run()
 
@@ -206,7 +189,192 @@ class _LossModel(torch.nn.Module):
         return self.model.loss(token_ids, targets, state)
 
 
+class MetricsRecorder:
+    """metrics.csv: the rows so far, and the sums of the training steps since the last row."""
+
+    def __init__(self, path: Path, rows: list[dict] | None = None):
+        self.path = path
+        self.rows = rows or []
+        self.reset()
+
+    def reset(self) -> None:
+        """Start summing a new window of steps (after each row)."""
+        self.loss_sum, self.steps, self.norm_sum, self.clipped = 0.0, 0, 0.0, 0
+        self.started, self.tokens = time.monotonic(), 0
+
+    def add_step(self, loss: float, norm: float, clipped: bool) -> None:
+        """A step whose update was applied (a skipped step counts only its tokens)."""
+        self.loss_sum += loss
+        self.norm_sum += norm
+        self.clipped += int(clipped)
+        self.steps += 1
+
+    def tokens_per_s(self, until: float) -> float:
+        return self.tokens / max(until - self.started, 1e-9)
+
+    def evaluated(self, step: int) -> bool:
+        """Whether the row of this step holds a validation loss (the last step of a resumed run may)."""
+        return any(int(r["step"]) == step and r["val_loss"] for r in self.rows)
+
+    def record(self, state: TrainerState, epoch: float, lr: float, scores: Scores | None, tokens_per_s: float) -> dict:
+        """Append the row of the steps since the last row and rewrite metrics.csv."""
+        s, steps = state, self.steps
+        train_loss = self.loss_sum / steps if steps else None
+        if train_loss is not None:
+            s.last_train_loss = train_loss
+        grad_norm, clip_rate = (self.norm_sum / steps, self.clipped / steps) if steps else (None, None)
+        row = metrics_row(
+            s.step, epoch, s.elapsed_s, s.tokens, train_loss, scores, lr, grad_norm, clip_rate, tokens_per_s
+        )
+        self.rows.append(row)
+        write_metrics(self.path, self.rows)
+        return row
+
+
+class Checkpoints:
+    """The trainer's checkpoint state: what best.pt and last.pt hold, writing them, and resuming from last.pt."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def restore(self, previous: dict) -> None:
+        """Weights, optimizer, trainer state, RNG states and metrics rows of a saved run."""
+        tr = self.trainer
+        if previous[checkpoint.VOCAB]["tokens"] != tr.vocab.tokens:
+            raise UserError(
+                f"the prepared data's vocabulary differs from the checkpoint's in {tr.paths.root}; "
+                "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
+            )
+        tr.model.load_state_dict(previous[checkpoint.MODEL_STATE])
+        tr.optimizer.load_state_dict(previous[checkpoint.OPTIMIZER_STATE])
+        known = TrainerState.__dataclass_fields__
+        tr.state = TrainerState(**{k: v for k, v in previous[checkpoint.TRAINER_STATE].items() if k in known})
+        tr.state.hidden = self._my_rows(tr.state.hidden)
+        per_rank = previous.get(RNG_PER_RANK)
+        if per_rank and len(per_rank) == tr.group.world_size:
+            set_rng_state(per_rank[tr.group.rank])
+        else:
+            set_rng_state(previous[checkpoint.RNG])
+        tr.metrics.rows = [r for r in read_metrics(tr.paths.metrics) if int(r["step"]) <= tr.state.step]
+        console.info(f"resuming {tr.paths.root} at step {tr.state.step:,} (epoch {tr.state.epoch})")
+
+    def _my_rows(self, hidden):
+        """This rank's rows of a saved hidden state (saved with the rows of all ranks in rank order)."""
+        group = self.trainer.group
+        if hidden is None or not group.enabled:
+            return hidden
+        rows = self.trainer.config.train.batch_size
+        if hidden[0].size(1) != rows * group.world_size:
+            console.warn("the saved hidden state does not fit this number of processes; starting from zeros")
+            return None
+        return [h[:, group.rank * rows : (group.rank + 1) * rows] for h in hidden]
+
+    def hidden_to_device(self, hidden):
+        """The saved hidden state (a list of tensors) as the model's state, on the training device."""
+        if hidden is None:
+            return None
+        tr = self.trainer
+        return state_from_tensors([h.to(tr.device) for h in hidden], paired=tr.model_args["cell"] == "lstm")
+
+    def save_last(self) -> None:
+        """Every rank joins (its hidden rows and RNG state are gathered); rank 0 writes."""
+        tr = self.trainer
+        hidden = tr.hidden
+        mine = None if hidden is None else [h.detach().cpu() for h in state_tensors(hidden)]
+        every_hidden = distributed.gather_objects(tr.group, mine)
+        every_rng = distributed.gather_objects(tr.group, rng_state())
+        if not tr.group.is_writer:
+            return
+        if any(h is None for h in every_hidden):
+            tr.state.hidden = None
+        else:  # all ranks' rows side by side, in rank order: (L, world * B, H)
+            tr.state.hidden = [torch.cat(parts, dim=1) for parts in zip(*every_hidden)]
+        extra = {checkpoint.OPTIMIZER_STATE: tr.optimizer.state_dict(), checkpoint.RNG: every_rng[0]}
+        if tr.group.enabled:
+            extra[RNG_PER_RANK] = every_rng
+        self.save(tr.paths.last, extra)
+
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        tr = self.trainer
+        if not tr.group.is_writer:
+            return
+        s = tr.state
+        summary = {
+            "step": s.step,
+            "epoch": s.epoch,
+            "tokens": s.tokens,
+            "elapsed_s": s.elapsed_s,
+            "train_loss": s.last_train_loss,
+            "val": s.last_val,
+            "best_val_loss": s.best_val_loss if math.isfinite(s.best_val_loss) else None,
+            "parameters": count_parameters(tr.model),
+            "prepared": tr.prepared.meta["counts"],
+            "embeddings": s.embeddings,
+            "init_from": s.init_from,
+        }
+        extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {})}
+        checkpoint.save(path, checkpoint_payload(tr.config, tr.model_args, tr.model, tr.vocab, summary, **extra))
+
+
+class Recovery:
+    """What the trainer does after a non-finite loss or gradient: skip, slow down, roll back, or give up."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def skip_step(self, loss_value: float, norm_value: float) -> None:
+        """A non-finite loss or gradient: drop the update, halve the learning rate, restart the state.
+
+        If an earlier (finite-looking) update already pushed the weights to inf/nan, or made them so
+        large that the loss overflows, go back to the last saved weights (or fresh ones), so a bad
+        step never destroys the run.
+        """
+        tr = self.trainer
+        s = tr.state
+        if s.step - s.last_bad_step > BAD_STEP_WINDOW:
+            s.recent_bad_steps = 0
+        s.recent_bad_steps += 1
+        s.last_bad_step = s.step
+        s.lr_scale *= 0.5
+        tr.hidden = None
+        tr.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+        console.warn(
+            f"step {s.step}: non-finite {what} ({loss_value:.4g}); skipped the update and halved "
+            f"the learning rate (now x{s.lr_scale:g})"
+        )
+        if not math.isfinite(loss_value) or not all(torch.isfinite(p).all() for p in tr.model.parameters()):
+            self._roll_back()
+        if s.recent_bad_steps >= MAX_BAD_STEPS:
+            tr.checkpoints.save_last()
+            raise TrainingFailed(
+                f"the loss was non-finite in {MAX_BAD_STEPS} of the last steps even after lowering the learning rate; "
+                f"training stopped (last good weights saved in {tr.paths.last}). "
+                "Lower train.lr, set train.grad_clip, or check the data"
+            )
+
+    def _roll_back(self) -> None:
+        tr = self.trainer
+        if tr.paths.last.exists():
+            saved = checkpoint.load(tr.paths.last)
+            tr.model.load_state_dict(saved[checkpoint.MODEL_STATE])
+            tr.optimizer.load_state_dict(saved[checkpoint.OPTIMIZER_STATE])
+            console.warn(f"the weights had diverged; went back to the weights of {tr.paths.last}")
+        else:
+            tr.model.load_state_dict(build_model(tr.model_args).state_dict())
+            tr.start_weights()
+            tr.optimizer = make_optimizer(tr.model, tr.config.train)
+            console.warn("the weights had diverged before any checkpoint; started again from the initial weights")
+
+
 class Trainer:
+    """One training run: __init__ sets it up (device, seeds, data, model, AMP, DDP, compile, optimizer,
+    resume); run() steps until a stop rule fires.
+
+    Its collaborators each keep one job: MetricsRecorder (metrics.csv), Checkpoints (best.pt, last.pt
+    and resuming) and Recovery (non-finite steps); evaluation and the plateau schedule stay here.
+    """
+
     def __init__(self, config: Config, paths: RunPaths, previous: dict | None, group=None, device=None):
         self.config = config
         self.paths = paths
@@ -239,30 +407,22 @@ class Trainer:
         self.model = build_model(self.model_args).to(self.device)
         self.state = TrainerState()
         if previous is None:
-            self._start_weights(source)
-        frozen = finetune.freeze(self.model, t.freeze)  # before DDP, which only syncs parameters that train
-        if frozen and self.group.is_writer:
-            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-            console.info(f"frozen: {', '.join(frozen)}; training {trainable:,} of {count_parameters(self.model):,}")
+            self.start_weights(source)
+        self._freeze()
         if self.group.rank > 0:  # same initial weights everywhere, different dropout masks per rank
             torch.manual_seed(t.seed + self.group.rank)
         self.autocast_dtype = _autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        self.loss_model = _LossModel(self.model)
-        if self.group.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss_model = DistributedDataParallel(self.loss_model, device_ids=ids)
-        if t.compile:
-            self.loss_model = torch.compile(self.loss_model)
-        self.optimizer = self._make_optimizer()
-        self.metrics_rows: list[dict] = []
+        self.loss_model = _wrap_loss_model(self.model, self.group, self.device, t.compile)
+        self.optimizer = make_optimizer(self.model, t)
+        self.metrics = MetricsRecorder(paths.metrics)
+        self.checkpoints = Checkpoints(self)
+        self.recovery = Recovery(self)
         if previous is not None:
-            self._restore(previous)
-        self.hidden = self._hidden_to_device(self.state.hidden)
+            self.checkpoints.restore(previous)
+        self.hidden = self.checkpoints.hidden_to_device(self.state.hidden)
 
-    def _start_weights(self, source: dict | None = None) -> None:
+    def start_weights(self, source: dict | None = None) -> None:
         """A new run's weights: the source's, grown to the vocabulary (train.init_from), else the fresh ones plus
         any pre-trained vectors (read once, when the run starts; a resume has them in its weights)."""
         t = self.config.train
@@ -275,163 +435,139 @@ class Trainer:
         if self.group.is_writer:
             console.info(finetune.describe_start(source, t.init_from, self.vocab, t))
 
-    def _make_optimizer(self):
-        t = self.config.train
-        params = list(self.model.parameters())
-        if t.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-
-    def _restore(self, previous: dict) -> None:
-        if previous[checkpoint.VOCAB]["tokens"] != self.vocab.tokens:
-            raise UserError(
-                f"the prepared data's vocabulary differs from the checkpoint's in {self.paths.root}; "
-                "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
-            )
-        self.model.load_state_dict(previous[checkpoint.MODEL_STATE])
-        self.optimizer.load_state_dict(previous[checkpoint.OPTIMIZER_STATE])
-        known = TrainerState.__dataclass_fields__
-        self.state = TrainerState(**{k: v for k, v in previous[checkpoint.TRAINER_STATE].items() if k in known})
-        self.state.hidden = self._my_rows(self.state.hidden)
-        per_rank = previous.get(RNG_PER_RANK)
-        if per_rank and len(per_rank) == self.group.world_size:
-            set_rng_state(per_rank[self.group.rank])
-        else:
-            set_rng_state(previous[checkpoint.RNG])
-        self.metrics_rows = [r for r in _read_metrics(self.paths.metrics) if int(r["step"]) <= self.state.step]
-        console.info(f"resuming {self.paths.root} at step {self.state.step:,} (epoch {self.state.epoch})")
-
-    def _my_rows(self, hidden):
-        """This rank's rows of a saved hidden state (saved with the rows of all ranks in rank order)."""
-        if hidden is None or not self.group.enabled:
-            return hidden
-        rows = self.config.train.batch_size
-        if hidden[0].size(1) != rows * self.group.world_size:
-            console.warn("the saved hidden state does not fit this number of processes; starting from zeros")
-            return None
-        return [h[:, self.group.rank * rows : (self.group.rank + 1) * rows] for h in hidden]
-
-    def _hidden_to_device(self, hidden):
-        if hidden is None:
-            return None
-        tensors = [h.to(self.device) for h in hidden]
-        return tuple(tensors) if self.model_args["cell"] == "lstm" else tensors[0]
+    def _freeze(self) -> None:
+        """train.freeze: before DDP, which only syncs parameters that train."""
+        frozen = finetune.freeze(self.model, self.config.train.freeze)
+        if frozen and self.group.is_writer:
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            console.info(f"frozen: {', '.join(frozen)}; training {trainable:,} of {count_parameters(self.model):,}")
 
     # ----------------------------------------------------------------------- the loop
 
     def run(self) -> TrainResult:
-        t, s, paths, group = self.config.train, self.state, self.paths, self.group
-        if group.is_writer:
-            paths.root.mkdir(parents=True, exist_ok=True)
-            write_text(paths.config, config_module.to_yaml(self.config))
-            mark_latest(paths.root)
-        processes = f" x {group.world_size} processes" if group.enabled else ""
-        console.info(
-            f"training {self.model_args['cell']} {self.model_args['num_layers']}x{self.model_args['hidden_size']} "
-            f"({count_parameters(self.model):,} parameters) on {self.device}: "
-            f"{self.streams.windows:,} windows of {t.batch_size}x{t.seq_len} tokens{processes} per epoch -> {paths.root}"
-        )
+        """Step until a stop rule fires; then evaluate (if the last step did not), save last.pt and report."""
+        t, s, group = self.config.train, self.state, self.group
+        self._announce()
         bar = console.progress(total=t.max_steps, initial=s.step, unit="step", desc="train")
         log_every_line = not console.bars_enabled()
-        window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
+        self.metrics.reset()
         step_norms = []  # every step's gradient norm (non-finite where skipped), for the end-of-training summary
-        window_start, window_tokens = time.monotonic(), 0
         session_start = time.monotonic() - s.elapsed_s
         reason = None
-        evaluated_at = s.step if any(int(r["step"]) == s.step and r["val_loss"] for r in self.metrics_rows) else -1
-        # the lr the closing metrics row shows when no step runs (a run killed after its last save, resumed)
-        lr = learning_rate(t, s.step, schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)) * s.lr_scale
+        evaluated_at = s.step if self.metrics.evaluated(s.step) else -1
+        lr = self._learning_rate()  # what the closing metrics row shows when no step runs (resumed after the end)
         self.model.train()
         with _StopRequest() as stop_request:
             while True:
                 s.elapsed_s = time.monotonic() - session_start
-                reason = self._stop_reason(stop_request)
+                reason = stop_reason(t, s, self.streams.windows, stop_request)
                 if group.enabled and distributed.any_rank(group, reason is not None, self.device):
                     reason = reason or "another process stopped"  # all ranks stop at the same step
                 if reason:
                     break
                 # learning rate: a function of the step (and of time, for max_minutes runs)
-                progress = schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)
-                lr = learning_rate(t, s.step, progress) * s.lr_scale
+                lr = self._learning_rate()
                 for param_group in self.optimizer.param_groups:
                     param_group["lr"] = lr
-                # batch: the next window of every stream; the state restarts with each epoch
-                x, y = self.streams.window(s.window, self.device)
-                if t.reset_state or s.window == 0:
-                    self.hidden = None
-                # forward and backward through this window only (truncated BPTT)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss, hidden = self._forward_backward(x, y)
-                if self.scaler is not None:
-                    self.scaler.unscale_(self.optimizer)
-                # clip the global gradient norm: exploding gradients are the classic RNN failure
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
-                loss_value, norm_value = loss.item(), grad_norm.item()
-                step_norms.append(norm_value)
-                if group.enabled:  # the mean over all ranks' streams (the gradients already are)
-                    loss_value = distributed.sum_over_ranks(group, [loss_value], self.device)[0] / group.world_size
-                if self.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm_value):
-                    self.scaler.step(self.optimizer)  # fp16 overflow: the scaler skips the step and lowers its scale
-                    self.scaler.update()
-                    self.hidden = detach_state(hidden)
-                elif math.isfinite(loss_value) and math.isfinite(norm_value):
-                    if self.scaler is not None:
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        self.optimizer.step()
-                    self.hidden = detach_state(hidden)
-                    window_loss += loss_value
-                    window_norm += norm_value
-                    window_clipped += int(t.grad_clip is not None and norm_value > t.grad_clip)
-                    window_steps += 1
-                else:
-                    self._skip_step(loss_value, norm_value)
-                # advance the data position
-                s.step += 1
-                s.tokens += self.streams.tokens_per_window * group.world_size
-                window_tokens += self.streams.tokens_per_window * group.world_size
-                s.window += 1
-                if s.window >= self.streams.windows:
-                    s.window, s.epoch = 0, s.epoch + 1
+                step_norms.append(self._step())  # forward, backward, clip, update (or skip) on the next window
+                self._advance()
                 bar.update(1)
                 trained_until = time.monotonic()  # tokens/s counts training time, not evaluation or saving
-                # log, evaluate, save
-                scores = None
-                if s.step % t.eval_every == 0:
-                    scores = self._evaluate_and_save_best()
+                if self._log_evaluate_save(lr, trained_until, bar, log_every_line):
                     evaluated_at = s.step
-                if group.is_writer and (s.step % t.log_every == 0 or scores is not None):
-                    row = self._metrics_row(
-                        lr,
-                        window_loss,
-                        window_steps,
-                        window_norm,
-                        window_clipped,
-                        window_tokens / max(trained_until - window_start, 1e-9),
-                        scores,
-                    )
-                    bar.set_postfix_str(_postfix(row, s.last_val), refresh=False)
-                    if log_every_line:
-                        console.info(_log_line(row))
-                    window_loss, window_steps, window_norm, window_clipped = 0.0, 0, 0.0, 0
-                    window_start, window_tokens = time.monotonic(), 0
-                if s.step % t.save_every == 0 and (scores is None or math.isfinite(scores.loss)):
-                    self._save_last()  # never over the last good weights with ones that just diverged
         bar.close()
+        return self._finish(reason, evaluated_at, lr, step_norms)
+
+    def _announce(self) -> None:
+        """Create the run directory (rank 0) and say what is trained where."""
+        t, paths, group, args = self.config.train, self.paths, self.group, self.model_args
+        if group.is_writer:
+            start_run(self.config, paths)
+        processes = f" x {group.world_size} processes" if group.enabled else ""
+        console.info(
+            f"training {args['cell']} {args['num_layers']}x{args['hidden_size']} "
+            f"({count_parameters(self.model):,} parameters) on {self.device}: "
+            f"{self.streams.windows:,} windows of {t.batch_size}x{t.seq_len} tokens{processes} per epoch -> {paths.root}"
+        )
+
+    def _learning_rate(self) -> float:
+        t, s = self.config.train, self.state
+        return learning_rate(t, s.step, schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)) * s.lr_scale
+
+    def _step(self) -> float:
+        """One optimizer step on the next window of every stream; returns the gradient norm (before clipping)."""
+        t, s, group = self.config.train, self.state, self.group
+        # batch: the next window of every stream; the state restarts with each epoch
+        x, y = self.streams.window(s.window, self.device)
+        if t.reset_state or s.window == 0:
+            self.hidden = None
+        # forward and backward through this window only (truncated BPTT)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, hidden = self._forward_backward(x, y)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        # clip the global gradient norm: exploding gradients are the classic RNN failure
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip or math.inf)
+        loss_value, norm_value = loss.item(), grad_norm.item()
+        if group.enabled:  # the mean over all ranks' streams (the gradients already are)
+            loss_value = distributed.sum_over_ranks(group, [loss_value], self.device)[0] / group.world_size
+        if self.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm_value):
+            self.scaler.step(self.optimizer)  # fp16 overflow: the scaler skips the step and lowers its scale
+            self.scaler.update()
+            self.hidden = detach_state(hidden)
+        elif math.isfinite(loss_value) and math.isfinite(norm_value):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.hidden = detach_state(hidden)
+            self.metrics.add_step(loss_value, norm_value, t.grad_clip is not None and norm_value > t.grad_clip)
+        else:
+            self.recovery.skip_step(loss_value, norm_value)
+        return norm_value
+
+    def _advance(self) -> None:
+        """Move the data position on by one window (of every rank's streams)."""
+        s, tokens = self.state, self.streams.tokens_per_window * self.group.world_size
+        s.step += 1
+        s.tokens += tokens
+        self.metrics.tokens += tokens
+        s.window += 1
+        if s.window >= self.streams.windows:
+            s.window, s.epoch = 0, s.epoch + 1
+
+    def _log_evaluate_save(self, lr: float, trained_until: float, bar, log_every_line: bool) -> bool:
+        """Evaluate, write a metrics row and save last.pt when their steps come; True if it evaluated."""
+        t, s = self.config.train, self.state
+        scores = None
+        if s.step % t.eval_every == 0:
+            scores = self._evaluate_and_save_best()
+        if self.group.is_writer and (s.step % t.log_every == 0 or scores is not None):
+            row = self._record(lr, scores, self.metrics.tokens_per_s(trained_until))
+            bar.set_postfix_str(_postfix(row, s.last_val), refresh=False)
+            if log_every_line:
+                console.info(_log_line(row))
+            self.metrics.reset()
+        if s.step % t.save_every == 0 and (scores is None or math.isfinite(scores.loss)):
+            self.checkpoints.save_last()  # never over the last good weights with ones that just diverged
+        return scores is not None
+
+    def _finish(self, reason: str, evaluated_at: int, lr: float, step_norms: list[float]) -> TrainResult:
+        t, s, group = self.config.train, self.state, self.group
         interrupted = reason.startswith("interrupted")
         if not interrupted and evaluated_at != s.step and s.step > 0:
             scores = self._evaluate_and_save_best()
             if group.is_writer:
-                self._metrics_row(lr, window_loss, window_steps, window_norm, window_clipped, 0.0, scores)
-        self._save_last()
+                self._record(lr, scores, 0.0)
+        self.checkpoints.save_last()
         if group.is_writer:  # the gradients, and so their norms, are the same on every rank
             report_training_gradients(step_norms, t.grad_clip, s.step, settle_steps=t.warmup_steps)
         console.detail(f"rank {group.rank} of {group.world_size}: stopped at step {s.step}")
         console.info(
-            f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {paths.root}"
+            f"stopped at step {s.step:,}: {reason}; best validation loss {s.best_val_loss:.4f} -> {self.paths.root}"
         )
-        return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
+        return TrainResult(self.paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
         """Mean loss over the (B, T) window and the new state, gradients accumulated in the parameters.
@@ -459,65 +595,7 @@ class Trainer:
             states.append(state)
         return total, join_streams(states)
 
-    def _stop_reason(self, stop_request) -> str | None:
-        t, s = self.config.train, self.state
-        if stop_request.signal_name:
-            return f"interrupted by {stop_request.signal_name}"
-        if t.max_steps is not None and s.step >= t.max_steps:
-            return f"reached max_steps {t.max_steps}"
-        if t.max_epochs is not None and s.epoch + s.window / self.streams.windows >= t.max_epochs:
-            return f"reached max_epochs {t.max_epochs:g}"
-        if t.max_minutes is not None and s.elapsed_s >= t.max_minutes * 60:
-            return f"reached max_minutes {t.max_minutes:g}"
-        if t.target_loss is not None and s.last_val and s.last_val["loss"] <= t.target_loss:
-            return f"validation loss {s.last_val['loss']:.4f} reached target_loss {t.target_loss:g}"
-        if t.patience is not None and s.evals_since_best >= t.patience:
-            return f"no improvement in {t.patience} evaluations (patience)"
-        return None
-
-    def _skip_step(self, loss_value: float, norm_value: float) -> None:
-        """A non-finite loss or gradient: drop the update, halve the learning rate, restart the state.
-
-        If an earlier (finite-looking) update already pushed the weights to inf/nan, or made them so
-        large that the loss overflows, go back to the last saved weights (or fresh ones), so a bad
-        step never destroys the run.
-        """
-        s = self.state
-        if s.step - s.last_bad_step > BAD_STEP_WINDOW:
-            s.recent_bad_steps = 0
-        s.recent_bad_steps += 1
-        s.last_bad_step = s.step
-        s.lr_scale *= 0.5
-        self.hidden = None
-        self.optimizer.zero_grad(set_to_none=True)
-        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-        console.warn(
-            f"step {s.step}: non-finite {what} ({loss_value:.4g}); skipped the update and halved "
-            f"the learning rate (now x{s.lr_scale:g})"
-        )
-        if not math.isfinite(loss_value) or not all(torch.isfinite(p).all() for p in self.model.parameters()):
-            self._roll_back()
-        if s.recent_bad_steps >= MAX_BAD_STEPS:
-            self._save_last()
-            raise TrainingFailed(
-                f"the loss was non-finite in {MAX_BAD_STEPS} of the last steps even after lowering the learning rate; "
-                f"training stopped (last good weights saved in {self.paths.last}). "
-                "Lower train.lr, set train.grad_clip, or check the data"
-            )
-
-    def _roll_back(self) -> None:
-        if self.paths.last.exists():
-            saved = checkpoint.load(self.paths.last)
-            self.model.load_state_dict(saved[checkpoint.MODEL_STATE])
-            self.optimizer.load_state_dict(saved[checkpoint.OPTIMIZER_STATE])
-            console.warn(f"the weights had diverged; went back to the weights of {self.paths.last}")
-        else:
-            self.model.load_state_dict(build_model(self.model_args).state_dict())
-            self._start_weights()
-            self.optimizer = self._make_optimizer()
-            console.warn("the weights had diverged before any checkpoint; started again from the initial weights")
-
-    # ----------------------------------------------------------------------- evaluation and files
+    # ----------------------------------------------------------------------- evaluation and the plateau schedule
 
     def _evaluate_and_save_best(self) -> Scores:
         t, s = self.config.train, self.state
@@ -529,7 +607,7 @@ class Trainer:
         if improved:
             s.best_val_loss = scores.loss
             s.evals_since_best = 0
-            self._save(self.paths.best)
+            self.checkpoints.save(self.paths.best)
         else:
             s.evals_since_best += 1
             if t.lr_schedule == "plateau":
@@ -540,93 +618,51 @@ class Trainer:
         return scores
 
     def _write_sample(self) -> None:
-        t = self.config.train
-        if t.sample_length == 0:
-            return
-        sample_config = self.config.sample
-        try:
-            seed_ids = encode_seed(self.vocab, sample_config.seed, "skip")
-        except UserError:
-            seed_ids = encode_seed(self.vocab, None)
-        options = DecodeOptions.from_config(sample_config)
-        options.length, options.num_samples, options.stop = t.sample_length, 1, ()
-        options.random_seed = self.state.step  # its own generator: training's random stream is untouched
-        (sample,) = generate(self.model, self.vocab, seed_ids, options, self.device)
-        text = (seed_text(self.vocab, seed_ids) if sample_config.seed else "") + sample.text
-        write_text(self.paths.samples / f"step-{self.state.step:07d}.txt", text + "\n")
+        write_sample(self.model, self.vocab, self.config, self.paths, self.state.step, self.device)
         self.model.train()
 
-    def _metrics_row(self, lr, loss_sum, steps, norm_sum, clipped, tokens_per_s, scores: Scores | None) -> dict:
+    def _record(self, lr: float, scores: Scores | None, tokens_per_s: float) -> dict:
         s = self.state
-        train_loss = loss_sum / steps if steps else None
-        if train_loss is not None:
-            s.last_train_loss = train_loss
-        row = {
-            "step": s.step,
-            "epoch": round(s.epoch + s.window / self.streams.windows, 4),
-            "elapsed_s": round(s.elapsed_s, 2),
-            "tokens": s.tokens,
-            "train_loss": _fmt(train_loss),
-            "val_loss": _fmt(scores.loss if scores else None),
-            "val_ppl": _fmt(scores.perplexity if scores else None),
-            "val_bpc": _fmt(scores.bpc if scores else None),
-            "lr": f"{lr:.3g}",
-            "grad_norm": _fmt(norm_sum / steps if steps else None),
-            "clip_rate": _fmt(clipped / steps if steps else None),
-            "tokens_per_s": round(tokens_per_s) if tokens_per_s else "",
-        }
-        self.metrics_rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, METRICS_COLUMNS)
-        writer.writeheader()
-        writer.writerows(self.metrics_rows)
-        write_text(self.paths.metrics, buffer.getvalue())
-        return row
+        return self.metrics.record(s, s.epoch + s.window / self.streams.windows, lr, scores, tokens_per_s)
 
-    def _save_last(self) -> None:
-        """Every rank joins (its hidden rows and RNG state are gathered); rank 0 writes."""
-        hidden = self.hidden
-        mine = (
-            None if hidden is None else [h.detach().cpu() for h in (hidden if isinstance(hidden, tuple) else (hidden,))]
-        )
-        every_hidden = distributed.gather_objects(self.group, mine)
-        every_rng = distributed.gather_objects(self.group, rng_state())
-        if not self.group.is_writer:
-            return
-        if any(h is None for h in every_hidden):
-            self.state.hidden = None
-        else:  # all ranks' rows side by side, in rank order: (L, world * B, H)
-            self.state.hidden = [torch.cat(parts, dim=1) for parts in zip(*every_hidden)]
-        extra = {checkpoint.OPTIMIZER_STATE: self.optimizer.state_dict(), checkpoint.RNG: every_rng[0]}
-        if self.group.enabled:
-            extra[RNG_PER_RANK] = every_rng
-        self._save(self.paths.last, extra)
 
-    def _save(self, path: Path, extra: dict | None = None) -> None:
-        if not self.group.is_writer:
-            return
-        s = self.state
-        payload = {
-            checkpoint.CONFIG: self.config.to_dict(),
-            checkpoint.MODEL_ARGS: self.model_args,
-            checkpoint.MODEL_STATE: self.model.state_dict(),
-            checkpoint.VOCAB: self.vocab.to_dict(),
-            checkpoint.TRAINER_STATE: s.to_dict(),
-            checkpoint.SUMMARY: {
-                "step": s.step,
-                "epoch": s.epoch,
-                "tokens": s.tokens,
-                "elapsed_s": s.elapsed_s,
-                "train_loss": s.last_train_loss,
-                "val": s.last_val,
-                "best_val_loss": s.best_val_loss if math.isfinite(s.best_val_loss) else None,
-                "parameters": count_parameters(self.model),
-                "prepared": self.prepared.meta["counts"],
-                "embeddings": s.embeddings,
-                "init_from": s.init_from,
-            },
-        }
-        checkpoint.save(path, {**payload, **(extra or {})})
+def make_optimizer(model: torch.nn.Module, train_config):
+    t = train_config
+    params = list(model.parameters())
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def stop_reason(train_config, state: TrainerState, windows_per_epoch: int, stop_request) -> str | None:
+    """Why training should stop now (a signal or one of the stop rules), or None to go on."""
+    t, s = train_config, state
+    if stop_request.signal_name:
+        return f"interrupted by {stop_request.signal_name}"
+    if t.max_steps is not None and s.step >= t.max_steps:
+        return f"reached max_steps {t.max_steps}"
+    if t.max_epochs is not None and s.epoch + s.window / windows_per_epoch >= t.max_epochs:
+        return f"reached max_epochs {t.max_epochs:g}"
+    if t.max_minutes is not None and s.elapsed_s >= t.max_minutes * 60:
+        return f"reached max_minutes {t.max_minutes:g}"
+    if t.target_loss is not None and s.last_val and s.last_val["loss"] <= t.target_loss:
+        return f"validation loss {s.last_val['loss']:.4f} reached target_loss {t.target_loss:g}"
+    if t.patience is not None and s.evals_since_best >= t.patience:
+        return f"no improvement in {t.patience} evaluations (patience)"
+    return None
+
+
+def _wrap_loss_model(model, group, device: torch.device, compile_model: bool) -> torch.nn.Module:
+    """model.loss as a module, wrapped in DistributedDataParallel and torch.compile when they are on."""
+    loss_model = _LossModel(model)
+    if group.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        loss_model = DistributedDataParallel(loss_model, device_ids=ids)
+    if compile_model:
+        loss_model = torch.compile(loss_model)
+    return loss_model
 
 
 def _autocast_dtype(precision: str, device: torch.device):
@@ -638,10 +674,6 @@ def _autocast_dtype(precision: str, device: torch.device):
     if precision == "fp16" and device.type != "cuda":
         raise UserError(f"train.precision: fp16 needs a CUDA GPU (training on {device.type}); use bf16 or fp32")
     return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.6g}"
 
 
 def _postfix(row: dict, last_val: dict | None) -> str:
@@ -661,10 +693,3 @@ def _log_line(row: dict) -> str:
         text
         + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
     )
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from rnngen import api, checkpoint
-from rnngen.model import build_model, detach_state, select_streams
+from rnngen.model import build_model
 from rnngen.ngram import NgramLM, count_ngrams
+from rnngen.state import detach_state, select_streams
 from tests.conftest import run_cli, tiny_config
 
 START = "<start>"

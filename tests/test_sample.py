@@ -10,7 +10,7 @@ import torch
 
 from rnngen import api
 from rnngen.copying import CopyIndex
-from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p
+from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p, penalise_repeats
 from tests.conftest import learnable_text, run_cli, tiny_config
 
 README = Path(__file__).parent.parent / "README.md"
@@ -277,3 +277,18 @@ def test_info_of_a_checkpoint_without_unk_counts(trained, tmp_path):
     out = run_cli("info", tmp_path / "old.pt")
     assert out.exit_code == 0 and re.search(r"unk_rate\s+unknown", out.stdout), out.stdout
     assert json.loads(run_cli("info", tmp_path / "old.pt", "--json").stdout)["unk_rate"] is None
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_scores_of_seen_tokens_only():
+    logits = torch.tensor([[2.0, -1.0, 3.0, 0.5]])
+    seen = torch.tensor([[True, True, False, False]])
+    assert torch.equal(penalise_repeats(logits, seen, 2.0), torch.tensor([[1.0, -2.0, 3.0, 0.5]]))
+    assert penalise_repeats(logits, seen, 1.0) is logits  # 1 = off
+
+
+def test_decode_options_defaults_are_the_sample_sections():
+    from rnngen.config import SampleConfig
+
+    defaults = SampleConfig()
+    for name, value in vars(DecodeOptions()).items():
+        assert value == getattr(defaults, name), name

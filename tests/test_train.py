@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import math
 import os
 import signal
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from rnngen import checkpoint
+from rnngen.config import TrainConfig
 from rnngen.fileio import write_text
+from rnngen.train import learning_rate, schedule_progress
 from tests.conftest import run_cli, tiny_config
 
 
@@ -196,3 +199,32 @@ def test_signal_saves_and_exits_130(tmp_path, corpus, sig):
     assert step >= 5
     result = run_cli("train", "--config", config, "--resume", "--set", f"train.max_steps={step + 3}")
     assert result.exit_code == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- the schedule, as pure functions
+
+
+def schedule(**keys):
+    return dataclasses.replace(TrainConfig(), **keys)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine_to_its_floor():
+    t = schedule(lr=1.0, warmup_steps=4, min_lr_ratio=0.1, lr_schedule="cosine")
+    assert [learning_rate(t, step, 0.0) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert learning_rate(t, 4, 0.0) == pytest.approx(1.0)
+    assert learning_rate(t, 10, 0.5) == pytest.approx(0.55)  # halfway down the cosine
+    assert learning_rate(t, 10, 1.0) == pytest.approx(0.1)
+    for name in ("constant", "plateau"):  # no decay: the plateau's scaling is applied by the trainer
+        assert learning_rate(schedule(lr=1.0, warmup_steps=4, lr_schedule=name), 100, 0.9) == 1.0
+
+
+def test_schedule_progress_follows_the_nearest_limit():
+    none = {"max_steps": None, "max_epochs": None, "max_minutes": None, "decay_steps": None}
+    assert schedule_progress(schedule(**{**none, "max_steps": 100}), 25, 0.0, 10) == 0.25
+    assert schedule_progress(schedule(**{**none, "max_epochs": 2}), 5, 0.0, 10) == 0.25  # 5 of 2 x 10 windows
+    assert schedule_progress(schedule(**{**none, "max_minutes": 2}), 1, 60.0, 10) == 0.5
+    both = schedule(**{**none, "max_steps": 100, "max_minutes": 2})
+    assert schedule_progress(both, 10, 90.0, 10) == 0.75  # time runs out first
+    assert schedule_progress(schedule(**{**none, "max_steps": 100, "decay_steps": 20}), 10, 0.0, 10) == 0.5
+    assert schedule_progress(schedule(**{**none, "decay_steps": 20}), 40, 0.0, 10) == 1.0  # capped at the end
+    assert schedule_progress(schedule(**none), 40, 0.0, 10) == 0.0  # no limit: no decay
