@@ -408,7 +408,7 @@ class Trainer:
         self.state = TrainerState()
         if previous is None:
             self.start_weights(source)
-        self._freeze()
+        _freeze(self.model, t.freeze, self.group.is_writer)
         if self.group.rank > 0:  # same initial weights everywhere, different dropout masks per rank
             torch.manual_seed(t.seed + self.group.rank)
         self.autocast_dtype = _autocast_dtype(t.precision, self.device)
@@ -425,22 +425,10 @@ class Trainer:
     def start_weights(self, source: dict | None = None) -> None:
         """A new run's weights: the source's, grown to the vocabulary (train.init_from), else the fresh ones plus
         any pre-trained vectors (read once, when the run starts; a resume has them in its weights)."""
-        t = self.config.train
-        if not t.init_from:
+        if self.config.train.init_from:
+            self.state.init_from = _grow_from_source(self, source)
+        else:
             self.state.embeddings = load_pretrained(self.model, self.config.model, self.vocab)
-            return
-        source = source or checkpoint.load(t.init_from)
-        self.model.load_state_dict(finetune.grown_state(source, self.model_args, t.seed))
-        self.state.init_from = finetune.record(source, t.init_from, self.vocab)
-        if self.group.is_writer:
-            console.info(finetune.describe_start(source, t.init_from, self.vocab, t))
-
-    def _freeze(self) -> None:
-        """train.freeze: before DDP, which only syncs parameters that train."""
-        frozen = finetune.freeze(self.model, self.config.train.freeze)
-        if frozen and self.group.is_writer:
-            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-            console.info(f"frozen: {', '.join(frozen)}; training {trainable:,} of {count_parameters(self.model):,}")
 
     # ----------------------------------------------------------------------- the loop
 
@@ -693,3 +681,21 @@ def _log_line(row: dict) -> str:
         text
         + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
     )
+
+
+def _grow_from_source(trainer: Trainer, source: dict | None) -> dict:
+    """Load train.init_from's weights, grown to this run's vocabulary; what finetune.record says of the source."""
+    t = trainer.config.train
+    source = source or checkpoint.load(t.init_from)
+    trainer.model.load_state_dict(finetune.grown_state(source, trainer.model_args, t.seed))
+    if trainer.group.is_writer:
+        console.info(finetune.describe_start(source, t.init_from, trainer.vocab, t))
+    return finetune.record(source, t.init_from, trainer.vocab)
+
+
+def _freeze(model: torch.nn.Module, parts, announce: bool) -> None:
+    """train.freeze, applied before DDP, which only syncs parameters that train."""
+    frozen = finetune.freeze(model, parts)
+    if frozen and announce:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        console.info(f"frozen: {', '.join(frozen)}; training {trainable:,} of {count_parameters(model):,}")
