@@ -143,27 +143,12 @@ def train(config_path, sets, resume, overwrite, device):
 # --------------------------------------------------------------------------- sample
 
 
-def _checkpoint_path(checkpoint, run, config_path, sets):
-    """--checkpoint, --run, --config (its out_dir) or runs/LATEST, in that order; only one may be given."""
-    from rnngen.runs import checkpoint_in, latest_run
-
-    given = [name for name, value in (("--checkpoint", checkpoint), ("--run", run)) if value]
-    if len(given) > 1:
-        raise click.UsageError("give only one of --checkpoint and --run")
-    if checkpoint:
-        return checkpoint
-    if run:
-        return checkpoint_in(run)
-    if config_path or any(s.startswith("train.out_dir=") for s in sets):
-        return checkpoint_in(_resolve(config_path, sets, {}).train.out_dir)
-    return checkpoint_in(latest_run())
-
-
 def _load_model(checkpoint, run, config_path, sets, device):
     from rnngen.api import Model
     from rnngen.checkpoint import load
+    from rnngen.runs import find_checkpoint
 
-    path = _checkpoint_path(checkpoint, run, config_path, sets)
+    path = find_checkpoint(checkpoint, run, config_path, sets)
     return Model(load(path), path, device)
 
 

@@ -55,6 +55,22 @@ def checkpoint_in(run_dir: str | Path) -> Path:
     raise CheckpointError(f"run directory {run_dir} holds no checkpoint yet (no best.pt or last.pt); train it first")
 
 
+def find_checkpoint(checkpoint=None, run=None, config_path=None, sets=()) -> Path:
+    """The checkpoint a command was pointed at: --checkpoint, --run, --config (its train.out_dir) or
+    runs/LATEST, in that order; only one of --checkpoint and --run may be given."""
+    if checkpoint and run:
+        raise UserError("give only one of --checkpoint and --run")
+    if checkpoint:
+        return Path(checkpoint)
+    if run:
+        return checkpoint_in(run)
+    if config_path or any(s.startswith("train.out_dir=") for s in sets):
+        from rnngen.config import resolve
+
+        return checkpoint_in(resolve(config_path, sets, {}).train.out_dir)
+    return checkpoint_in(latest_run())
+
+
 class RunLock:
     """An exclusive lock on a run directory, so two trainings never write the same files.
 
