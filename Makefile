@@ -9,7 +9,7 @@ STAMP := .make-installed
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,plot]"
+	$(PIP) install -e ".[dev,plot,serve]"
 	@touch $(STAMP)
 
 install: $(STAMP)
