@@ -198,13 +198,14 @@ class Batcher:
         seen = torch.cat([j.decoding.seen for j in group]) if options.repetition_penalty != 1.0 else None
         generators = [g for j in group for g in j.decoding.generators]
         next_ids, logprobs, penalised = choose(logits, seen, options, generators)
+        id_list, logprob_list = next_ids.tolist(), logprobs.tolist()
         start = 0
         for job in group:
             rows = slice(start, start + job.rows)
             start += job.rows
             job.next_ids = next_ids[rows]
             before = [s.tokens for s in job.decoding.samples]
-            pieces = job.decoding.record(next_ids[rows], logprobs[rows])
+            pieces = job.decoding.record(id_list[rows], logprob_list[rows])
             if not job.stream:
                 continue
             explained = _explain(logits[rows], penalised[rows], next_ids[rows], options, job.explain)

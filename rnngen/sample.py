@@ -260,7 +260,9 @@ class Decoding:
         self.generators = None
         if options.random_seed is not None:
             self.generators = [torch.Generator(device=device).manual_seed(options.random_seed + i) for i in range(n)]
-        self.seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
+        self.seen = None  # (N, V) tokens generated so far: only the repetition penalty needs them
+        if options.repetition_penalty != 1.0:
+            self.seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
         self.watches = [_StopWatch(options.stop) for _ in range(n)]
         self.detokenizers = [tokens.Detokenizer() for _ in range(n)]
         if vocab.level == "word":
@@ -287,13 +289,15 @@ class Decoding:
         """The next token of every sample from the model's logits (N, V); see `choose`."""
         return choose(logits, self.seen, self.options, self.generators)
 
-    def record(self, next_ids: torch.Tensor, logprobs: torch.Tensor) -> list[str]:
+    def record(self, next_ids: list[int], logprobs: list[float]) -> list[str]:
         """Take in one drawn token per sample; returns the new text of each ("" once it has stopped)."""
         self.steps += 1
-        self.seen[torch.arange(len(self.samples), device=self.seen.device), next_ids] = True
+        if self.seen is not None:
+            rows = torch.arange(len(next_ids), device=self.seen.device)
+            self.seen[rows, torch.tensor(next_ids, device=self.seen.device)] = True
         out = []
         for sample, watch, detokenizer, token_id, logprob in zip(
-            self.samples, self.watches, self.detokenizers, next_ids.tolist(), logprobs.tolist()
+            self.samples, self.watches, self.detokenizers, next_ids, logprobs
         ):
             if watch.done:
                 out.append("")
@@ -359,7 +363,7 @@ class Generation:
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():
             next_ids, logprobs, _ = decoding.choose(logits)
-            yield decoding.record(next_ids, logprobs)
+            yield decoding.record(next_ids.tolist(), logprobs.tolist())
             if decoding.more():
                 logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
                 logits = logits[:, -1]
