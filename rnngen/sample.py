@@ -143,7 +143,7 @@ def native_rnn_kernels(device: torch.device):
 
 
 @contextlib.contextmanager
-def torch_threads(count: int):
+def _torch_threads(count: int):
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
@@ -358,7 +358,7 @@ class Generation:
         model.eval()
         step_kwargs = fast_steps(model, device)
         if step_kwargs and self.options.num_samples == 1:  # one sample: the matrices are too small to share
-            stack.enter_context(torch_threads(1))
+            stack.enter_context(_torch_threads(1))
         logits, state = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():
