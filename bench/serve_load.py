@@ -7,13 +7,16 @@ Reports per level: requests/s, p50/p99 latency, aggregate tokens/s, failures, an
 resident memory (RSS) sampled all along. Bounded: a fixed number of requests per client and at
 most LEVEL_TIMEOUT seconds per level.
 Goal (issue 17): tokens/s at 32 clients >= 5x one client (requests share one batch), no failed
-request, memory flat across the run.
+request, memory flat across the run. The whole series runs twice: with torch's own number of CPU
+threads in the server, and with one thread (OMP_NUM_THREADS=1), which copes better with a machine
+whose cores other work also wants.
     python bench/serve_load.py
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import statistics
 import subprocess
@@ -31,10 +34,10 @@ REQUEST = {"seed": "The ", "length": 200, "temperature": 0.8}
 LEVEL_TIMEOUT = 180.0
 
 
-def start_server(checkpoint: Path) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, env: dict) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "rnngen", "serve", "--checkpoint", str(checkpoint), "--port", "0",
                "--max-length", "200", "--max-samples", "1", "--max-batch", "64", "--queue-size", "64"]  # fmt: skip
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     for line in server.stderr:
         found = re.search(r"listening on (http://[\d.:]+)/", line)
         if found:
@@ -104,9 +107,9 @@ def run_level(url: str, clients: int, per_client: int, memory: MemoryWatch) -> d
     }
 
 
-def main() -> None:
-    checkpoint = make_checkpoint() / "best.pt"
-    server, url = start_server(checkpoint)
+def series(checkpoint: Path, env: dict) -> dict:
+    """All the levels against one server process."""
+    server, url = start_server(checkpoint, env)
     try:
         client(url, 2, time.monotonic() + LEVEL_TIMEOUT)  # warm up: first requests allocate what they need
         memory = MemoryWatch(server.pid)
@@ -120,13 +123,22 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     single, last = levels[0], levels[-1]
-    report("serve_load", {
-        "model": "char LSTM 2x512 (2 training steps: near-random weights), 200 tokens per request",
+    return {
         "levels": levels,
         "tokens_per_s_32_over_1": round(last["tokens_per_s"] / single["tokens_per_s"], 2),
         "failures": sum(level["failures"] for level in levels),
         "rss_mb_after_warmup": round(rss_start, 1),
         "rss_mb_growth_last_32_level": round(last["rss_mb_end"] - levels[-2]["rss_mb_end"], 1),
+    }
+
+
+def main() -> None:
+    checkpoint = make_checkpoint() / "best.pt"
+    own = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    report("serve_load", {
+        "model": "char LSTM 2x512 (2 training steps: near-random weights), 200 tokens per request",
+        "torch_default_threads": series(checkpoint, own),
+        "one_thread": series(checkpoint, {**own, "OMP_NUM_THREADS": "1"}),
         "goal": "tokens/s at 32 clients >= 5x one client; no failures; flat memory",
     })  # fmt: skip
 
