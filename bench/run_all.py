@@ -15,6 +15,7 @@ SCRIPTS = [
     "prepare_speed.py",
     "train_throughput.py",
     "sample_speed.py",
+    "serve_load.py",
     "ddp_memory.py",
 ]
 

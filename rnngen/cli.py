@@ -497,6 +497,54 @@ def compare(config_path, sets, model_specs, budget_minutes, output_format, devic
     _echo(render(rows, output_format))
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(), help="Checkpoint file to serve.")
+@click.option("--run", type=click.Path(), help="Run directory (uses its best.pt, else last.pt).")
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every network).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: any free one).")
+@click.option("--max-length", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most tokens a request may generate per sample (and the longest seed).")  # fmt: skip
+@click.option("--max-samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most samples (num_samples) per request.")  # fmt: skip
+@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Most samples generated together in one batch, over all requests.")  # fmt: skip
+@click.option("--queue-size", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Requests that may wait while the batch is full; beyond that the answer is 503.")  # fmt: skip
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds a request may take, waiting included; beyond that the answer is 504.")  # fmt: skip
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
+@click.pass_context
+def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples, max_batch, queue_size, time_limit,
+          device):  # fmt: skip
+    """An HTTP API and a page in the browser for one trained model.
+
+    POST /v1/generate takes the options of `rnngen sample` as JSON and returns the samples
+    (or streams tokens as Server-Sent Events); GET /v1/model describes the model; GET / is a
+    page that shows the text and the probabilities of the next token as it is written.
+    Requests that arrive together are generated together in one batch.
+    Without --checkpoint, --run or --config it serves the latest training run (runs/LATEST).
+
+    \b
+    Examples:
+      rnngen serve --run runs/demo
+      curl -s localhost:8000/v1/generate -d '{"seed": "The ", "length": 100}'
+    """
+    from rnngen.config import resolve
+    from rnngen.serve import Limits, Service, require_server_stack
+    from rnngen.serve import run as run_server
+
+    require_server_stack()
+    model = _load_model(checkpoint, run, config_path, (), device)
+    defaults = resolve(config_path, (), {}, base=model.config.to_dict()).sample
+    limits = Limits(max_length, max_samples, max_batch, queue_size, time_limit)
+    verbose = ctx.find_root().params.get("verbose", False)
+    run_server(Service(model, limits, defaults), host, port, verbose)
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -100,11 +100,37 @@ def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Ge
     """
     if options.temperature == 0:
         return _finite(logits).argmax(dim=-1)  # greedy
-    logits = filter_top_p(filter_top_k(_finite(logits / options.temperature), options.top_k), options.top_p)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    probs = final_probs(logits, options)  # (B, V)
     if generators is None:
         return torch.multinomial(probs, 1).squeeze(-1)
     return torch.cat([torch.multinomial(row[None], 1, generator=g)[0] for row, g in zip(probs, generators)])
+
+
+def final_probs(logits: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+    """The distribution (B, V) the next token is drawn from: after temperature, top-k and top-p.
+
+    Greedy decoding (temperature 0) puts all the probability on the most likely token.
+    """
+    if options.temperature == 0:
+        greedy = _finite(logits).argmax(dim=-1, keepdim=True)
+        return torch.zeros_like(logits, dtype=torch.float).scatter_(-1, greedy, 1.0)
+    logits = filter_top_p(filter_top_k(_finite(logits / options.temperature), options.top_k), options.top_p)
+    return torch.softmax(logits, dim=-1)
+
+
+def choose(
+    logits: torch.Tensor, seen: torch.Tensor | None, options: DecodeOptions, generators: list[torch.Generator] | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The next token of every row of logits (B, V): its id (B,), its log-probability (B,), and the
+    logits after the repetition penalty (what temperature, top-k and top-p then work on).
+
+    `seen` (B, V) marks the tokens each row has generated; it is needed only when the penalty is on.
+    """
+    logits = logits.float() if options.allow_unk else forbid_unk(logits.float())
+    logits = penalise_repeats(logits, seen, options.repetition_penalty)
+    next_ids = draw(logits, options, generators)  # (B,)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)  # (B,)
+    return next_ids, logprobs, logits
 
 
 @contextlib.contextmanager
@@ -234,6 +260,94 @@ class Sample:
         return self.logprob_sum / self.tokens if self.tokens else 0.0
 
 
+class Decoding:
+    """The per-sample side of one generation: random generators, tokens seen so far, stop texts and
+    the text itself. The model side (seed warm-up, one step per token) is run by whoever holds it:
+    Generation for one request, rnngen.batching for many requests sharing one batch.
+    """
+
+    def __init__(self, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device, seed: str = ""):
+        n = options.num_samples
+        self.vocab, self.options = vocab, options
+        self.samples = [Sample(seed=seed) for _ in range(n)]
+        self.generators = None
+        if options.random_seed is not None:
+            self.generators = [torch.Generator(device=device).manual_seed(options.random_seed + i) for i in range(n)]
+        self.seen = None  # (N, V) tokens generated so far: only the repetition penalty needs them
+        if options.repetition_penalty != 1.0:
+            self.seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
+        self.watches = [_StopWatch(options.stop) for _ in range(n)]
+        self.detokenizers = [tokens.Detokenizer() for _ in range(n)]
+        if vocab.level == "word":
+            for detokenizer in self.detokenizers:
+                for token in vocab.decode(seed_ids):
+                    detokenizer.piece(token)
+        self.steps = 0
+        self.started = time.monotonic()
+
+    def more(self) -> bool:
+        """Whether another token is wanted: the length is not reached and some sample has not stopped."""
+        return self.steps < self.options.length and not all(w.done for w in self.watches)
+
+    def out_of_time(self) -> bool:
+        """True once options.max_time has passed; the samples still running are marked as stopped by it."""
+        max_time = self.options.max_time
+        if max_time is None or time.monotonic() - self.started <= max_time:
+            return False
+        for sample, watch in zip(self.samples, self.watches):
+            sample.stopped_by = sample.stopped_by if watch.done else "max_time"
+        return True
+
+    def choose(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next token of every sample from the model's logits (N, V); see `choose`."""
+        return choose(logits, self.seen, self.options, self.generators)
+
+    def record(self, next_ids: list[int], logprobs: list[float]) -> list[str]:
+        """Take in one drawn token per sample; returns the new text of each ("" once it has stopped)."""
+        self.steps += 1
+        if self.seen is not None:
+            rows = torch.arange(len(next_ids), device=self.seen.device)
+            self.seen[rows, torch.tensor(next_ids, device=self.seen.device)] = True
+        out = []
+        for sample, watch, detokenizer, token_id, logprob in zip(
+            self.samples, self.watches, self.detokenizers, next_ids, logprobs
+        ):
+            if watch.done:
+                out.append("")
+                continue
+            token = self.vocab.tokens[token_id]
+            piece = detokenizer.piece(token) if self.vocab.level == "word" else token
+            sample.tokens += 1
+            sample.ids.append(token_id)
+            sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
+            out.append(watch.add(piece))
+            if watch.done:
+                sample.stopped_by = "stop"
+        return out
+
+    def finish(self) -> list[str]:
+        """The text each sample still held back; the samples' texts are complete after this."""
+        out = [w.flush() for w in self.watches]
+        for sample, watch in zip(self.samples, self.watches):
+            sample.text = watch.text
+        return out
+
+
+def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Tensor, object]:
+    """Run the model over the seed once: the logits (N, V) of the first token and the state, for N samples."""
+    seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=device)  # (1, S)
+    with native_rnn_kernels(device):
+        logits, state = model(seed_tensor, None)
+    return logits[:, -1].expand(num_samples, -1), _repeat_state(state, num_samples)
+
+
+def fast_steps(model, device) -> dict:
+    """Keyword arguments for the model's one-token steps: the packed CPU stepper where it applies."""
+    if device.type == "cpu" and isinstance(model, RNNLM):
+        return {"recurrent": CPUStepper(model.rnn)}
+    return {}
+
+
 class Generation:
     """Iterating yields, after every step, the new text of each sample ("" once it has stopped).
 
@@ -241,74 +355,32 @@ class Generation:
     """
 
     def __init__(self, model, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device=None, seed: str = ""):
-        self.model, self.vocab, self.seed_ids, self.options = model, vocab, seed_ids, options
+        self.model, self.seed_ids, self.options = model, seed_ids, options
         self.device = (
             device or next(itertools.chain(model.parameters(), model.buffers())).device
         )  # n-grams: buffers only
-        self.samples = [Sample(seed=seed) for _ in range(options.num_samples)]
+        self.decoding = Decoding(vocab, seed_ids, options, self.device, seed)
+        self.samples = self.decoding.samples
 
     def __iter__(self) -> Iterator[list[str]]:
         with contextlib.ExitStack() as stack, torch.inference_mode():
             yield from self._steps(stack)
 
     def _steps(self, stack: contextlib.ExitStack) -> Iterator[list[str]]:
-        model, vocab, options, device = self.model, self.vocab, self.options, self.device
-        n = options.num_samples
+        model, decoding, device = self.model, self.decoding, self.device
         model.eval()
-        generators = None
-        if options.random_seed is not None:
-            generators = [torch.Generator(device=device).manual_seed(options.random_seed + i) for i in range(n)]
-        step_kwargs = {}
-        if device.type == "cpu" and isinstance(model, RNNLM):
-            step_kwargs = {"recurrent": CPUStepper(model.rnn)}
-            if n == 1:  # one sample: the matrices are too small to share between threads
-                stack.enter_context(_torch_threads(1))
-        seed_tensor = torch.tensor([self.seed_ids], dtype=torch.long, device=device)  # (1, S)
-        with native_rnn_kernels(device):
-            logits, state = model(seed_tensor, None)  # warm the state on the seed, once for all samples
-        logits = logits[:, -1].expand(n, -1)  # (N, V)
-        state = _repeat_state(state, n)
-        seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
-        watches = [_StopWatch(options.stop) for _ in range(n)]
-        detokenizers = [tokens.Detokenizer() for _ in range(n)]
-        if vocab.level == "word":
-            for detokenizer in detokenizers:
-                for token in vocab.decode(self.seed_ids):
-                    detokenizer.piece(token)
-        started = time.monotonic()
-        for _ in range(options.length):
-            if options.max_time is not None and time.monotonic() - started > options.max_time:
-                for sample, watch in zip(self.samples, watches):
-                    sample.stopped_by = sample.stopped_by if watch.done else "max_time"
-                break
-            logits = logits.float() if options.allow_unk else forbid_unk(logits.float())
-            logits = penalise_repeats(logits, seen, options.repetition_penalty)
-            next_ids = draw(logits, options, generators)  # (N,)
-            logprobs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)  # (N,)
-            seen[torch.arange(n, device=device), next_ids] = True
-            out = []
-            for sample, watch, detokenizer, token_id, logprob in zip(
-                self.samples, watches, detokenizers, next_ids.tolist(), logprobs.tolist()
-            ):
-                if watch.done:
-                    out.append("")
-                    continue
-                token = vocab.tokens[token_id]
-                piece = detokenizer.piece(token) if vocab.level == "word" else token
-                sample.tokens += 1
-                sample.ids.append(token_id)
-                sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
-                out.append(watch.add(piece))
-                if watch.done:
-                    sample.stopped_by = "stop"
-            yield out
-            if all(w.done for w in watches):
-                break
-            logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
-            logits = logits[:, -1]
-        yield [w.flush() for w in watches]
-        for sample, watch in zip(self.samples, watches):
-            sample.text = watch.text
+        step_kwargs = fast_steps(model, device)
+        if step_kwargs and self.options.num_samples == 1:  # one sample: the matrices are too small to share
+            stack.enter_context(_torch_threads(1))
+        logits, state = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
+        decoding.started = time.monotonic()
+        while decoding.more() and not decoding.out_of_time():
+            next_ids, logprobs, _ = decoding.choose(logits)
+            yield decoding.record(next_ids.tolist(), logprobs.tolist())
+            if decoding.more():
+                logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
+                logits = logits[:, -1]
+        yield decoding.finish()
 
 
 def _repeat_state(state, n: int):
