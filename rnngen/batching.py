@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from rnngen import console
-from rnngen.model import join_streams, select_streams
 from rnngen.sample import Decoding, choose, fast_steps, final_probs, warm
+from rnngen.state import join_streams, select_streams
 from rnngen.vocab import Vocab
 
 

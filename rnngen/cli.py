@@ -535,7 +535,7 @@ def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples
     """
     from rnngen.config import resolve
     from rnngen.serve import Limits, Service, require_server_stack
-    from rnngen.serve import run as run_server
+    from rnngen.webapp import run as run_server
 
     require_server_stack()
     model = _load_model(checkpoint, run, config_path, (), device)

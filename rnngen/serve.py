@@ -2,7 +2,7 @@
 
 This module holds what does not depend on the web stack: the limits, the checks that turn a
 request body into a batching Job (the same option names, defaults and ranges as `rnngen sample`),
-the JSON answers, and starting uvicorn on a socket. rnngen.webapp holds the routes.
+and the JSON answers. rnngen.webapp holds the routes and starts uvicorn on a socket.
 Starlette and uvicorn are an optional extra: `pip install 'rnngen[serve]'`.
 """
 
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-import socket
 import time
 from dataclasses import dataclass
 
 from rnngen import config as config_module
-from rnngen import console
 from rnngen.batching import Job
 from rnngen.errors import UserError
 from rnngen.sample import DecodeOptions, Decoding, Sample, encode_seed, seed_text
@@ -135,32 +133,3 @@ def sample_record(sample: Sample) -> dict:
     """One sample as the API returns it: the same fields as `rnngen sample --format jsonl`."""
     return {"seed": sample.seed, "text": sample.text, "tokens": sample.tokens,
             "mean_logprob": round(sample.mean_logprob, 6), "stopped_by": sample.stopped_by}  # fmt: skip
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket; port 0 takes any free port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family)
-    except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
-
-
-def run(service: Service, host: str, port: int, verbose: bool = False) -> None:
-    """Serve until interrupted; says on stderr where it listens."""
-    import uvicorn
-
-    from rnngen.webapp import create_app
-
-    sock = listen(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{shown_host}:{bound_port}"
-    info = service.description
-    console.info(f"rnngen serve: {info['checkpoint']} ({info['level']}-level {info['cell']}) "
-                 f"listening on {url}/ (API: {url}/v1/generate); Ctrl-C stops")  # fmt: skip
-    if host not in LOOPBACK:
-        console.warn(f"listening on {host}: anyone who can reach this machine can use the model (no authentication)")
-    server_config = uvicorn.Config(create_app(service), log_level="info" if verbose else "warning",
-                                   access_log=verbose, timeout_graceful_shutdown=5)  # fmt: skip
-    uvicorn.Server(server_config).run(sockets=[sock])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from importlib import resources
 
 from starlette.applications import Starlette
@@ -24,7 +25,8 @@ from starlette.routing import Route
 
 from rnngen import console
 from rnngen.batching import Batcher, QueueFull
-from rnngen.serve import ApiError, Service, sample_record
+from rnngen.errors import UserError
+from rnngen.serve import LOOPBACK, ApiError, Service, sample_record
 
 MAX_BODY = 256 * 1024  # bytes of a request body
 PAGE_FILES = {"/": ("index.html", "text/html"), "/page.js": ("page.js", "text/javascript"),
@@ -149,3 +151,30 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> Response:
     console.warn(f"{request.method} {request.url.path} failed: {type(exc).__name__}: {exc}")
     return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 takes any free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+
+
+def run(service: Service, host: str, port: int, verbose: bool = False) -> None:
+    """Serve until interrupted; says on stderr where it listens."""
+    import uvicorn
+
+    sock = listen(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown_host}:{bound_port}"
+    info = service.description
+    console.info(f"rnngen serve: {info['checkpoint']} ({info['level']}-level {info['cell']}) "
+                 f"listening on {url}/ (API: {url}/v1/generate); Ctrl-C stops")  # fmt: skip
+    if host not in LOOPBACK:
+        console.warn(f"listening on {host}: anyone who can reach this machine can use the model (no authentication)")
+    server_config = uvicorn.Config(create_app(service), log_level="info" if verbose else "warning",
+                                   access_log=verbose, timeout_graceful_shutdown=5)  # fmt: skip
+    uvicorn.Server(server_config).run(sockets=[sock])

@@ -35,10 +35,10 @@ LAYERS = {
     ],
     "data": ["sources", "tokens", "vocab", "prepare", "batches", "demo"],
     "models": ["state", "adaptive", "embeddings", "ngram", "model", "stepper"],
-    "evaluation and generation": ["evaluate", "sample", "copying"],
+    "evaluation and generation": ["evaluate", "sample", "batching", "copying"],
     "training": ["records", "gradient_report", "finetune", "ngram_train", "train"],
     "analysis": ["diagnose", "plot"],
-    "api": ["api"],
+    "api": ["api", "serve", "webapp"],
     "commands": ["compare"],
     "cli": ["cli", "__main__"],
 }
