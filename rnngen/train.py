@@ -30,16 +30,13 @@ from rnngen.diagnose import report_training_gradients
 from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.evaluate import Scores, evaluate_stream
-from rnngen.fileio import write_text
+from rnngen.fileio import write_bytes, write_text
+from rnngen.metrics import METRICS_COLUMNS, read_metrics
 from rnngen.model import build_model, count_parameters, detach_state, join_streams, model_args, select_streams
 from rnngen.prepare import Prepared, prepare
 from rnngen.runs import RunLock, RunPaths, mark_latest
 from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
 
-METRICS_COLUMNS = [
-    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
-    "lr", "grad_norm", "clip_rate", "tokens_per_s",
-]  # fmt: skip
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
 BAD_STEP_WINDOW = 50  # ... where "close" means fewer than this many steps apart
@@ -163,12 +160,10 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
             "start over with --overwrite, or set a different train.out_dir"
         )
     if resume:
-        if not paths.last.exists():
-            raise UserError(f"nothing to resume: {paths.last} does not exist; start the run without --resume")
-        previous = checkpoint.load(paths.last)
-        config = _config_for_resume(config, previous, resolve_again)
+        previous = checkpoint.load_for_resume(paths.last, paths.previous, paths.best)
+        config = _config_for_resume(config, previous, resolve_again, paths.last)
     elif overwrite and group.is_writer:
-        for stale in (paths.last, paths.best, paths.metrics):
+        for stale in (paths.last, paths.previous, paths.best, paths.metrics):
             stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
         from rnngen.ngram import train_ngram
@@ -177,11 +172,11 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
     return Trainer(config, paths, previous, group, device).run()
 
 
-def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
+def _config_for_resume(config: Config, previous: dict, resolve_again, path: Path) -> Config:
     """Architecture and data come from the checkpoint; the rest from the command line over the saved config."""
     saved = previous[checkpoint.CONFIG]
+    saved_config = config_module.from_dict(saved, origin=str(path))
     merged = resolve_again(saved) if resolve_again else config
-    saved_config = config_module.from_dict(saved)
     for section in ("model", "data"):
         ours, theirs = getattr(merged, section), getattr(saved_config, section)
         if ours != theirs:
@@ -262,8 +257,8 @@ class Trainer:
                 f"the prepared data's vocabulary differs from the checkpoint's in {self.paths.root}; "
                 "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
             )
-        self.model.load_state_dict(previous[checkpoint.MODEL_STATE])
-        self.optimizer.load_state_dict(previous[checkpoint.OPTIMIZER_STATE])
+        checkpoint.restore(self.model, previous[checkpoint.MODEL_STATE], self.paths.last)
+        checkpoint.restore(self.optimizer, previous[checkpoint.OPTIMIZER_STATE], self.paths.last)
         known = TrainerState.__dataclass_fields__
         self.state = TrainerState(**{k: v for k, v in previous[checkpoint.TRAINER_STATE].items() if k in known})
         self.state.hidden = self._my_rows(self.state.hidden)
@@ -272,8 +267,20 @@ class Trainer:
             set_rng_state(per_rank[self.group.rank])
         else:
             set_rng_state(previous[checkpoint.RNG])
-        self.metrics_rows = [r for r in _read_metrics(self.paths.metrics) if int(r["step"]) <= self.state.step]
+        self.metrics_rows = [r for r in self._read_metrics() if int(r["step"]) <= self.state.step]
         console.info(f"resuming {self.paths.root} at step {self.state.step:,} (epoch {self.state.epoch})")
+
+    def _read_metrics(self) -> list[dict]:
+        """The whole rows of metrics.csv; a damaged file is kept beside it before it is written again."""
+        rows, damaged = read_metrics(self.paths.metrics)
+        if damaged:
+            kept = self.paths.metrics.with_name("metrics.damaged.csv")
+            write_bytes(kept, self.paths.metrics.read_bytes())
+            console.warn(
+                f"{self.paths.metrics} is damaged: dropped {damaged} broken row(s), kept {len(rows)}; "
+                f"the damaged file is saved as {kept}"
+            )
+        return rows
 
     def _my_rows(self, hidden):
         """This rank's rows of a saved hidden state (saved with the rows of all ranks in rank order)."""
@@ -574,9 +581,9 @@ class Trainer:
         extra = {checkpoint.OPTIMIZER_STATE: self.optimizer.state_dict(), checkpoint.RNG: every_rng[0]}
         if self.group.enabled:
             extra[RNG_PER_RANK] = every_rng
-        self._save(self.paths.last, extra)
+        self._save(self.paths.last, extra, previous=self.paths.previous)
 
-    def _save(self, path: Path, extra: dict | None = None) -> None:
+    def _save(self, path: Path, extra: dict | None = None, previous: Path | None = None) -> None:
         if not self.group.is_writer:
             return
         s = self.state
@@ -599,7 +606,7 @@ class Trainer:
                 "embeddings": s.embeddings,
             },
         }
-        checkpoint.save(path, {**payload, **(extra or {})})
+        checkpoint.save(path, {**payload, **(extra or {})}, previous)
 
 
 def _autocast_dtype(precision: str, device: torch.device):
@@ -634,10 +641,3 @@ def _log_line(row: dict) -> str:
         text
         + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
     )
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
