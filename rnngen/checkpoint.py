@@ -230,8 +230,10 @@ def _first_line(error: Exception) -> str:
 
 def _others(path: Path) -> str:
     """The other checkpoints beside a damaged one."""
-    others = sorted(p.name for p in path.parent.glob("*.pt") if p.name != path.name) if path.parent.is_dir() else []
-    return f"; use another checkpoint ({', '.join(others)} in {path.parent})" if others else ""
+    found = [p for p in path.parent.glob("*.pt") if p.name != path.name] if path.parent.is_dir() else []
+    order = {"best.pt": 0, "last.pt": 1, "last.prev.pt": 2}
+    others = sorted(found, key=lambda p: (order.get(p.name, 3), p.name))
+    return f"; use another checkpoint of the run: {' or '.join(map(str, others))}" if others else ""
 
 
 def _listing(directory: Path) -> str:

@@ -15,7 +15,7 @@ import sys
 import click
 
 from rnngen import __version__, console
-from rnngen.errors import TrainingFailed, UserError, WriteError
+from rnngen.errors import CheckpointError, TrainingFailed, UserError, WriteError
 
 EXIT_INTERRUPTED = 130
 
@@ -155,7 +155,10 @@ def _checkpoint_path(checkpoint, run, config_path, sets):
     if run:
         return checkpoint_in(run)
     if config_path or any(s.startswith("train.out_dir=") for s in sets):
-        return checkpoint_in(_resolve(config_path, sets, {}).train.out_dir)
+        try:
+            return checkpoint_in(_resolve(config_path, sets, {}).train.out_dir)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e} (the run directory is train.out_dir of {config_path or '--set'})") from None
     return checkpoint_in(latest_run())
 
 

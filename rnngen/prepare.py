@@ -108,9 +108,10 @@ def load_or_repair(config: Config, needed_for: str) -> Prepared:
         except DataError:
             sources = []
         if not sources or any(s.name == STDIN_NAME for s in sources):
+            paths = config.data.path if isinstance(config.data.path, (list, tuple)) else [config.data.path]
             raise DataError(
-                f"{damage}; {needed_for} needs it, and its sources ({config.data.path}) are not there to prepare "
-                "it again: restore them (or the prepared data)"
+                f"{damage}; {needed_for} needs it, and its sources ({', '.join(map(str, paths))}) are not there to "
+                "prepare it again: restore them (or the prepared data)"
             ) from None
         console.warn(f"{damage}; preparing it again from the sources")
         return _build(config, sources, directory)

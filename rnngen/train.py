@@ -254,8 +254,9 @@ class Trainer:
     def _restore(self, previous: dict) -> None:
         if previous[checkpoint.VOCAB]["tokens"] != self.vocab.tokens:
             raise UserError(
-                f"the prepared data's vocabulary differs from the checkpoint's in {self.paths.root}; "
-                "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
+                f"the vocabulary of {self.paths.last} differs from the prepared data's in {self.prepared.directory}: "
+                "the input text changed since the run started (or last.pt comes from another run). "
+                "Restore it, or start a new run (--overwrite)"
             )
         checkpoint.restore(self.model, previous[checkpoint.MODEL_STATE], self.paths.last)
         checkpoint.restore(self.optimizer, previous[checkpoint.OPTIMIZER_STATE], self.paths.last)
