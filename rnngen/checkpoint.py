@@ -127,7 +127,7 @@ def _load(path: Path) -> dict:
             f"{path} was written by a newer rnngen (checkpoint format {version}, this rnngen reads up to "
             f"{FORMAT_VERSION}); upgrade rnngen (pip install -U rnngen) to use it"
         )
-    if CHECKSUM in payload and payload[CHECKSUM] != _digest({k: v for k, v in payload.items() if k != CHECKSUM}):
+    if CHECKSUM in payload and not _checksum_matches(payload):
         raise _Damaged(
             f"{path} is damaged: its contents no longer match the checksum written when it was saved "
             "(the file changed after it was written: a partial copy, a disk error or an edit)"
@@ -155,6 +155,11 @@ def _digest(value, running: int = 0) -> int:
             running = _digest(item, running)
         return running
     return crc32(f"{type(value).__name__}:{value!r};".encode("utf-8", "surrogatepass"), running)
+
+
+def _checksum_matches(payload: dict) -> bool:
+    stored = payload[CHECKSUM]
+    return type(stored) is int and stored == _digest({k: v for k, v in payload.items() if k != CHECKSUM})
 
 
 def _structure_problem(payload: dict) -> str | None:

@@ -8,7 +8,7 @@ repaired, e.g. the prepared data prepared again from the sources, or was harmles
 one `Error:` line naming the damaged file; never exit 1, never a traceback, never "unexpected";
 and the sources (corpus, config, vectors) are never changed. Offsets and bytes come from a seeded
 generator; RNNGEN_DAMAGE_ROUNDS=N runs N rounds with other offsets (the default is one round:
-55 damaged files, 127 command runs).
+55 damaged files, 155 command runs).
 """
 
 from __future__ import annotations
