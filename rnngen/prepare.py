@@ -185,7 +185,7 @@ def _check_file(path: Path, recorded) -> None:
 def _read_vocab(path: Path, meta: dict) -> Vocab:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        tokens = [token for token, count in data["tokens"] if isinstance(count, int)]
+        tokens = [token for token, _count in data["tokens"]]
         vocab = Vocab(tokens, data["level"], data["lowercase"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PreparedDamaged(f"{path} is missing or damaged ({type(e).__name__}: {str(e)[:120]})") from None

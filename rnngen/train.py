@@ -274,7 +274,7 @@ class Trainer:
     def _read_metrics(self) -> list[dict]:
         """The whole rows of metrics.csv; a damaged file is kept beside it before it is written again."""
         rows, damaged = read_metrics(self.paths.metrics)
-        if damaged:
+        if damaged and self.group.is_writer:
             kept = self.paths.metrics.with_name("metrics.damaged.csv")
             write_bytes(kept, self.paths.metrics.read_bytes())
             console.warn(
