@@ -37,17 +37,17 @@ class Model:
 
         self.path = path
         self.payload = payload
+        self.device = resolve_device(device)
         try:
             self.config = config_module.from_dict(payload[checkpoint.CONFIG], origin=str(path))
             self.vocab = Vocab.from_dict(payload[checkpoint.VOCAB])
             self.model_args = payload[checkpoint.MODEL_ARGS]
-            self.device = resolve_device(device)
             self.module = build_model(self.model_args)
-            self.module.load_state_dict(payload[checkpoint.MODEL_STATE])
-        except (KeyError, TypeError, RuntimeError) as e:
+        except (KeyError, TypeError, RuntimeError, ValueError) as e:
             raise CheckpointError(
                 f"{path} is damaged: {str(e).splitlines()[0][:200]}; use another checkpoint"
             ) from None
+        checkpoint.restore(self.module, payload[checkpoint.MODEL_STATE], path)
         self.module.to(self.device).eval()
 
     @property
@@ -102,10 +102,10 @@ class Model:
 
     def validation_ids(self) -> tuple[np.ndarray, int, int]:
         """The checkpoint's own validation split, read from its prepared data."""
-        from rnngen.prepare import open_prepared
+        from rnngen.prepare import load_or_repair
 
         directory = self.config.prepared_dir()
-        prepared = open_prepared(directory)
+        prepared = load_or_repair(self.config, "scoring the validation split (without --data)")
         if prepared.vocab.tokens != self.vocab.tokens:
             raise DataError(f"the prepared data in {directory} no longer matches {self.path}; pass --data FILE")
         return prepared.ids("val"), prepared.val_chars, 0

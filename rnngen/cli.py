@@ -15,7 +15,7 @@ import sys
 import click
 
 from rnngen import __version__, console
-from rnngen.errors import TrainingFailed, UserError, WriteError
+from rnngen.errors import CheckpointError, TrainingFailed, UserError, WriteError
 
 EXIT_INTERRUPTED = 130
 
@@ -165,7 +165,12 @@ def _checkpoint_path(checkpoint, run, config_path, sets):
     out_dir = None
     if not given and (config_path or any(s.startswith("train.out_dir=") for s in sets)):
         out_dir = _resolve(config_path, sets, {}).train.out_dir
-    return resolve_checkpoint(checkpoint, run, out_dir)
+    try:
+        return resolve_checkpoint(checkpoint, run, out_dir)
+    except CheckpointError as e:
+        if out_dir is None:
+            raise
+        raise CheckpointError(f"{e} (the run directory is train.out_dir of {config_path or '--set'})") from None
 
 
 def _load_model(checkpoint, run, config_path, sets, device):

@@ -349,6 +349,11 @@ def load_yaml_file(path: str | Path) -> dict:
         ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {path}: {e}") from None
+    if text.startswith(SAVED_HEADER) and SAVED_FOOTER.strip() not in text:
+        raise ConfigError(
+            f"{path} is a run's saved config, cut short (its last line is missing): the file is damaged; "
+            "`rnngen info RUN_DIR` prints the run's config from its checkpoint"
+        )
     try:
         data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as e:
@@ -538,11 +543,15 @@ def from_dict(data: dict, origin: str = "the checkpoint") -> Config:
     return build([(origin, data)])
 
 
+# A run's saved config begins and ends with these lines; one that begins so but lacks the end was cut short.
+SAVED_HEADER = "# Resolved rnngen config: every key, with the value this run used (it ends with an end line).\n"
+SAVED_FOOTER = "# end of the resolved config\n"
+
+
 def to_yaml(config: Config) -> str:
     import yaml
 
-    header = "# Resolved rnngen config: every key, with the value this run used.\n"
-    return header + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    return SAVED_HEADER + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True) + SAVED_FOOTER
 
 
 def reference() -> list[tuple[str, Any, str, str]]:

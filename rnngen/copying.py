@@ -54,20 +54,23 @@ class CopyIndex:
         self.positions = positions
 
     @classmethod
-    def open(cls, prepared_dir: Path, train_ids: np.ndarray) -> CopyIndex:
-        """Load the cached index, or build and cache it (it is rebuilt when the data changes)."""
+    def open(cls, prepared_dir: Path, train_ids: np.ndarray, fingerprint: int | None = None) -> CopyIndex:
+        """Load the cached index, or build and cache it (rebuilt when the data changed or the cache is damaged).
+
+        `fingerprint` is the training ids' checksum from meta.json (None for data prepared before it was recorded).
+        """
         path = Path(prepared_dir) / "copy_index.npz"
-        if path.exists():
-            cached = np.load(path)
-            if int(cached["tokens"]) == len(train_ids):
-                return cls(train_ids, cached["hashes"], cached["positions"])
+        made_from = np.array([len(train_ids), -1 if fingerprint is None else fingerprint], dtype=np.int64)
+        cached = _read_cache(path, made_from)
+        if cached is not None:
+            return cls(train_ids, *cached)
         hashes = window_hashes(train_ids)
         order = np.argsort(hashes, kind="stable")
         index = cls(train_ids, hashes[order], order.astype(np.int64))
         try:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as f:
-                    np.savez(f, hashes=index.hashes, positions=index.positions, tokens=np.int64(len(train_ids)))
+                    np.savez(f, hashes=index.hashes, positions=index.positions, made_from=made_from)
         except Exception:  # noqa: BLE001 - a read-only prepared dir only costs a rebuild next time
             pass
         return index
@@ -94,20 +97,28 @@ class CopyIndex:
         return int(mismatch[0]) if len(mismatch) else len(stretch)
 
 
+def _read_cache(path: Path, made_from: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(hashes, positions) from the cache if it is whole and was made from these training ids, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as cached:  # zip members carry a CRC-32: changed bytes fail here
+            hashes, positions, source = cached["hashes"], cached["positions"], cached["made_from"]
+    except Exception:  # noqa: BLE001 - a damaged cache fails in many ways (BadZipFile, KeyError, EOFError, ...)
+        return None
+    windows = (max(int(made_from[0]) - WINDOW + 1, 0),)
+    whole = hashes.dtype == np.uint64 and positions.dtype == np.int64 and hashes.shape == positions.shape == windows
+    return (hashes, positions) if whole and np.array_equal(source, made_from) else None
+
+
 def index_for(model) -> CopyIndex:
     """The copy index of a loaded rnngen.api.Model's training data."""
-    from rnngen.prepare import open_prepared
+    from rnngen.prepare import load_or_repair
 
     directory = model.config.prepared_dir()
-    try:
-        prepared = open_prepared(directory)
-    except UserError:
-        raise UserError(
-            f"--report-copying needs the run's prepared training data in {directory}; "
-            "prepare it again with the run's config (rnngen prepare --config ...)"
-        ) from None
+    prepared = load_or_repair(model.config, "--report-copying")
     if prepared.vocab.tokens != model.vocab.tokens:
         raise UserError(
             f"the prepared data in {directory} no longer matches the checkpoint; --report-copying cannot compare"
         )
-    return CopyIndex.open(directory, prepared.ids("train"))
+    return CopyIndex.open(directory, prepared.ids("train"), prepared.checksum("train"))

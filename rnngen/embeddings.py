@@ -17,6 +17,7 @@ model.embeddings_freeze is on.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ def read_vectors(path: str, tokens: list[str], dim: int) -> tuple[dict[int, np.n
             )
         to_vector = _binary_vector if file_format == "word2vec binary" else _text_vector
         records = _binary_records(f, path, dim) if file_format == "word2vec binary" else _text_records(f)
-        for word_bytes, payload in records:
+        for word_bytes, payload in _guarded(records, path):
             word = word_bytes.decode("utf-8", "replace")
             i = wanted.get(word)
             if i is not None and i not in exact:
@@ -123,6 +124,9 @@ def read_vectors(path: str, tokens: list[str], dim: int) -> tuple[dict[int, np.n
             if len(exact) == len(wanted):
                 break
     vectors = {**other_case, **exact}  # an exact match wins over another casing
+    broken = [tokens[i] for i, vector in vectors.items() if not np.isfinite(vector).all()]
+    if broken:
+        raise ConfigError(f"{KEY}: {path} is damaged: the vector of {broken[0]!r} holds a non-finite number")
     coverage = Coverage(
         path=str(path),
         format=file_format,
@@ -170,6 +174,14 @@ def _sniff(f, path: str) -> tuple[str, int]:
         )
     f.seek(0)
     return "GloVe text", len(fields) - 1
+
+
+def _guarded(records: Iterator, path: str) -> Iterator:
+    """The records; a read failure part-way (a cut-off .gz, damaged compressed data) names the file."""
+    try:
+        yield from records
+    except (OSError, EOFError, zlib.error) as e:
+        raise ConfigError(f"{KEY}: {path} is damaged or cut short ({e}); download or unpack it again") from None
 
 
 def _after_word(line: bytes) -> bytes:

@@ -6,12 +6,14 @@ canvas directly, never through pyplot, so no window opens and no global backend 
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rnngen import config as config_module
+from rnngen import console
+from rnngen.config import load_yaml_file
 from rnngen.errors import DataError, UserError
 from rnngen.fileio import write_bytes
 from rnngen.metrics import read_metrics
@@ -80,20 +82,21 @@ def read_run(run_dir: str | Path, name: str) -> RunCurves:
     metrics = run_dir / "metrics.csv" if run_dir.is_dir() else run_dir  # a metrics.csv itself is fine too
     if not metrics.is_file():
         raise DataError(f"{run_dir} holds no metrics.csv yet; plot a run once training has logged a step")
-    curves = RunCurves(name)
-    try:
-        for row in read_metrics(metrics):
-            curves.step.append(float(row["step"]))
-            curves.minutes.append(float(row["elapsed_s"]) / 60)
-            curves.train_loss.append(_number(row["train_loss"]))
-            curves.val_loss.append(_number(row["val_loss"]))
-            curves.grad_norm.append(_number(row["grad_norm"]))
-    except (KeyError, TypeError, ValueError, csv.Error) as e:
+    rows, damaged = read_metrics(metrics)
+    if damaged and rows:
+        console.warn(f"{metrics} is damaged: left out {damaged} broken row(s), plotting the {len(rows)} whole ones")
+    if not rows:
         raise DataError(
-            f"{metrics} is not an rnngen metrics file ({type(e).__name__}: {e}); give a run directory"
-        ) from None
-    if not curves.step:
-        raise DataError(f"{metrics} has no rows yet; plot again once training has logged a step")
+            f"{metrics} has no whole rows: it is empty, damaged or is not an rnngen metrics file; "
+            "give a run directory, or plot again once training has logged a step"
+        )
+    curves = RunCurves(name)
+    for row in rows:
+        curves.step.append(float(row["step"]))
+        curves.minutes.append(float(row["elapsed_s"]) / 60)
+        curves.train_loss.append(_number(row["train_loss"]))
+        curves.val_loss.append(_number(row["val_loss"]))
+        curves.grad_norm.append(_number(row["grad_norm"]))
     curves.grad_clip = _grad_clip(metrics.parent / "config.yaml")
     return curves
 
@@ -103,13 +106,15 @@ def _number(text: str | None) -> float | None:
 
 
 def _grad_clip(config_path: Path) -> float | None:
-    import yaml
-
+    """train.grad_clip of the run's saved config; None (no clip line) when clipping is off or there is no config."""
+    if not config_path.is_file():
+        return None
     try:
-        saved = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        return float(saved["train"]["grad_clip"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
-        return None  # no config beside the metrics, or clipping off: no clip line
+        clip = config_module.from_dict(load_yaml_file(config_path), origin=str(config_path)).train.grad_clip
+    except UserError as e:
+        console.warn(f"{e}; the plot leaves out its clip line")
+        return None
+    return clip
 
 
 def run_names(run_dirs: list[str]) -> list[str]:

@@ -5,12 +5,18 @@ Layout of a prepared directory:
     vocab.json   the vocabulary, one token per line with its count (id = position)
     train.bin    training token ids, flat little-endian uint16 (int32 above 65,535 tokens)
     val.bin      validation token ids: the LAST val_fraction of the text, contiguous
-    meta.json    sources (size, mtime, sha256), tokenizer settings, counts, dtype
+    meta.json    sources (size, mtime, sha256), tokenizer settings, counts, dtype, and the size and
+                 CRC-32 of every other file (computed while writing), with a CRC-32 of itself
 
 Pass 1 tokenizes the text chunk by chunk, gives every distinct token a provisional id in order
 of first appearance and writes those ids to a temporary file; memory holds only the distinct
 tokens. Pass 2 maps provisional ids to final ids (frequency order) with one table lookup per
 chunk and splits the stream into train and val. The text itself is never held whole.
+
+Every reader opens the directory through open_prepared, which checks each file against meta.json
+(sizes always, checksums where recorded) before a byte is used. `prepare` and `train` rebuild a
+damaged directory from the sources; `evaluate` and `sample --report-copying` do too when the
+sources are still there (load_or_repair), and otherwise name the damaged file.
 """
 
 from __future__ import annotations
@@ -29,16 +35,21 @@ import numpy as np
 from rnngen import console, tokens
 from rnngen.config import Config
 from rnngen.errors import DataError
-from rnngen.fileio import atomic_path, make_dir, write_json, write_text
+from rnngen.fileio import atomic_path, crc32, file_crc32, make_dir, write_bytes, write_json
 from rnngen.runs import source_checkpoint
 from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
-from rnngen.vocab import Vocab
+from rnngen.vocab import UNK, Vocab
 
 FORMAT_VERSION = 1
 ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
 PARALLEL_MIN_BYTES = 32 << 20  # inputs above this are tokenized by several processes
 MAX_WORKERS = 4
 IN_FLIGHT = 2  # chunks queued per worker
+ID_DTYPES = ("uint16", "int32")
+
+
+class PreparedDamaged(DataError):
+    """A prepared directory is missing a file or holds a damaged one; the message names it."""
 
 
 @dataclass
@@ -57,6 +68,10 @@ class Prepared:
     @property
     def val_chars(self) -> int:
         return self.meta["counts"]["val_chars"]
+
+    def checksum(self, split: str) -> int | None:
+        """CRC-32 of a split's id file as recorded in meta.json (None for data prepared before it was)."""
+        return self.meta.get("files", {}).get(f"{split}.bin", {}).get("crc32")
 
 
 @dataclass
@@ -121,43 +136,143 @@ def prepare(config: Config, force: bool = False) -> Prepared:
     return _build(config, sources, out_dir, base)
 
 
-def open_prepared(directory: str | Path) -> Prepared:
-    directory = Path(directory)
+def load_or_repair(config: Config, needed_for: str) -> Prepared:
+    """The config's prepared data, checked; if it is missing or damaged, prepared again from its sources."""
+    directory = config.prepared_dir()
     try:
-        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
-        vocab_data = json.loads((directory / "vocab.json").read_text(encoding="utf-8"))
+        return open_prepared(directory)
+    except PreparedDamaged as damage:
+        try:
+            sources = expand(config.data.path)
+        except DataError:
+            sources = []
+        if not sources or any(s.name == STDIN_NAME for s in sources):
+            paths = config.data.path if isinstance(config.data.path, (list, tuple)) else [config.data.path]
+            raise DataError(
+                f"{damage}; {needed_for} needs it, and its sources ({', '.join(map(str, paths))}) are not there to "
+                "prepare it again: restore them (or the prepared data)"
+            ) from None
+        console.warn(f"{damage}; preparing it again from the sources")
+        return _build(config, sources, directory, base_vocab(config))
+
+
+def open_prepared(directory: str | Path) -> Prepared:
+    """Open a prepared directory, checking every file against meta.json before use (PreparedDamaged if not)."""
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    for name, recorded in meta.get("files", {}).items():
+        _check_file(directory / name, recorded)
+    for split in ("train", "val"):
+        path = directory / f"{split}.bin"
+        expected = meta["counts"][f"{split}_tokens"] * np.dtype(meta["dtype"]).itemsize
+        size = path.stat().st_size if path.is_file() else None
+        if size != expected:
+            raise PreparedDamaged(
+                f"{path} is {'missing' if size is None else f'{size:,} bytes'}, meta.json records {expected:,}"
+            )
+    return Prepared(directory, meta, _read_vocab(directory / "vocab.json", meta))
+
+
+def _read_meta(directory: Path) -> dict:
+    path = directory / "meta.json"
+    if not path.is_file():
+        raise PreparedDamaged(f"prepared data in {directory} is missing or incomplete (no meta.json)")
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as e:
-        raise DataError(
-            f"prepared data in {directory} is missing or unreadable ({e}); run `rnngen prepare` again"
-        ) from None
-    vocab = Vocab([t for t, _ in vocab_data["tokens"]], vocab_data["level"], vocab_data["lowercase"])
-    return Prepared(directory, meta, vocab)
+        raise PreparedDamaged(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]})") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise PreparedDamaged(f"{path} {problem}")
+    return meta
+
+
+def _meta_problem(meta) -> str | None:
+    if not isinstance(meta, dict):
+        return "is damaged: not a JSON object"
+    if meta.get("format_version") != FORMAT_VERSION:
+        return f"was written by another rnngen (format {meta.get('format_version')!r}, this one reads {FORMAT_VERSION})"
+    if "checksum" in meta and meta["checksum"] != _meta_checksum(meta):
+        return "is damaged: its contents do not match the checksum written with it"
+    counts = meta.get("counts")
+    keys = ("train_tokens", "val_tokens", "val_chars", "vocab_size")
+    if not isinstance(counts, dict) or not all(type(counts.get(k)) is int and counts[k] >= 0 for k in keys):
+        return "is damaged: its token counts are missing or not numbers"
+    if meta.get("dtype") not in ID_DTYPES or not isinstance(meta.get("files", {}), dict):
+        return "is damaged: its dtype or file list is not one rnngen writes"
+    return None
+
+
+def _meta_checksum(meta: dict) -> int:
+    rest = {k: v for k, v in meta.items() if k != "checksum"}
+    return crc32(json.dumps(rest, sort_keys=True).encode("ascii"))
+
+
+def _check_file(path: Path, recorded) -> None:
+    """The file has the size and CRC-32 that meta.json recorded when it was written."""
+    if not isinstance(recorded, dict) or not path.is_file():
+        raise PreparedDamaged(f"{path} is missing (meta.json lists it)")
+    size = path.stat().st_size
+    if size != recorded.get("bytes"):
+        raise PreparedDamaged(
+            f"{path} is {size:,} bytes, meta.json records {recorded.get('bytes')!r}: it was cut short or replaced"
+        )
+    if file_crc32(path) != recorded.get("crc32"):
+        raise PreparedDamaged(f"{path} is damaged: its checksum differs from the one meta.json recorded")
+
+
+def _read_vocab(path: Path, meta: dict) -> Vocab:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        tokens = [token for token, _count in data["tokens"]]
+        vocab = Vocab(tokens, data["level"], data["lowercase"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PreparedDamaged(f"{path} is missing or damaged ({type(e).__name__}: {str(e)[:120]})") from None
+    plain = all(isinstance(t, str) for t in tokens) and isinstance(vocab.level, str)
+    if (
+        not plain
+        or len(vocab.index) != len(tokens)
+        or len(tokens) != meta["counts"]["vocab_size"]
+        or tokens[:1] != [UNK]
+    ):
+        raise PreparedDamaged(
+            f"{path} is damaged: it is not the {meta['counts']['vocab_size']:,}-token vocabulary meta.json records"
+        )
+    return vocab
 
 
 def _load_if_fresh(out_dir: Path, sources: list[Source], settings: dict) -> Prepared | None:
-    meta_path = out_dir / "meta.json"
-    if not meta_path.exists():
+    """The prepared data if it is whole and made from these sources with these settings, else None (prepare again)."""
+    if not (out_dir / "meta.json").exists():
         return None
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        prepared = open_prepared(out_dir)
+    except PreparedDamaged as damage:
+        console.warn(f"{damage}; preparing it again")
         return None
-    if meta.get("format_version") != FORMAT_VERSION or meta.get("settings") != settings:
-        return None
+    return prepared if _same_inputs(prepared.meta, sources, settings) else None
+
+
+def _same_inputs(meta: dict, sources: list[Source], settings: dict) -> bool:
+    if meta.get("settings") != settings:
+        return False
     recorded = meta.get("sources", [])
-    if [s["name"] for s in recorded] != [s.name for s in sources]:
-        return None
-    for old, new in zip(recorded, sources):
-        if new.name == STDIN_NAME:
-            return None  # stdin cannot be checked without reading it: always prepare again
-        if new.name == DEMO_NAME:
-            if old["sha256"] != hashlib.sha256(demo_text().encode("utf-8")).hexdigest():
-                return None
-        elif old["size"] != new.size or (old["mtime_ns"] != new.mtime_ns and old["sha256"] != file_sha256(new.name)):
-            return None
-    if not all((out_dir / f).exists() for f in ("vocab.json", "train.bin", "val.bin")):
-        return None
-    return open_prepared(out_dir)
+    try:
+        if [s["name"] for s in recorded] != [s.name for s in sources]:
+            return False
+        for old, new in zip(recorded, sources):
+            if new.name == STDIN_NAME:
+                return False  # stdin cannot be checked without reading it: always prepare again
+            if new.name == DEMO_NAME:
+                if old["sha256"] != hashlib.sha256(demo_text().encode("utf-8")).hexdigest():
+                    return False
+            elif old["size"] != new.size or (
+                old["mtime_ns"] != new.mtime_ns and old["sha256"] != file_sha256(new.name)
+            ):
+                return False
+    except (KeyError, TypeError):  # a hand-edited meta.json from before checksums: prepare again
+        return False
+    return True
 
 
 def _word_pieces(chunks, carry_limit: int = 1 << 20):
@@ -256,6 +371,7 @@ def _write_prepared(config, base, sources, out_dir, provisional_path, index, tot
             f"the corpus has only {total_tokens} tokens, too few to split into training and validation text; "
             "give rnngen more text"
         )
+    train_crc = val_crc = 0  # computed while writing: checking the files later costs one read
     with atomic_path(out_dir / "train.bin") as train_tmp, atomic_path(out_dir / "val.bin") as val_tmp:
         with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
             for start in range(0, total_tokens, ID_CHUNK):
@@ -263,6 +379,8 @@ def _write_prepared(config, base, sources, out_dir, provisional_path, index, tot
                 cut = min(max(train_tokens - start, 0), len(final))
                 final[:cut].tofile(train_file)
                 final[cut:].tofile(val_file)
+                train_crc, val_crc = crc32(final[:cut], train_crc), crc32(final[cut:], val_crc)
+    itemsize = np.dtype(dtype).itemsize
 
     unk_tokens = int(counts[table == 0].sum())
     val_chars = _text_chars(provisional[train_tokens:], strings, data.level)
@@ -282,8 +400,15 @@ def _write_prepared(config, base, sources, out_dir, provisional_path, index, tot
             "unk_tokens": unk_tokens,
         },
     }
-    _write_vocab(out_dir / "vocab.json", vocab, dict(zip(strings, counts.tolist())))
-    write_json(out_dir / "meta.json", meta)  # written last: its presence means the rest is complete
+    vocab_bytes = _vocab_json(vocab, dict(zip(strings, counts.tolist()))).encode("utf-8")
+    write_bytes(out_dir / "vocab.json", vocab_bytes)
+    meta["files"] = {
+        "train.bin": {"bytes": train_tokens * itemsize, "crc32": train_crc},
+        "val.bin": {"bytes": val_tokens * itemsize, "crc32": val_crc},
+        "vocab.json": {"bytes": len(vocab_bytes), "crc32": crc32(vocab_bytes)},
+    }
+    meta["checksum"] = _meta_checksum(meta)
+    write_json(out_dir / "meta.json", meta)  # written last, and it checks the others: a mix of two builds is refused
     console.info(
         f"prepared {total_tokens:,} tokens ({train_tokens:,} train, {val_tokens:,} val), "
         f"vocabulary {len(vocab):,}, {unk_tokens:,} <unk> -> {out_dir}"
@@ -321,14 +446,14 @@ def _text_chars(ids: np.ndarray, strings: list[str], level: str) -> int:
     return total
 
 
-def _write_vocab(path: Path, vocab: Vocab, counts: dict[str, int]) -> None:
+def _vocab_json(vocab: Vocab, counts: dict[str, int]) -> str:
     """One token per line, so the file reads (and diffs) like a word list."""
     rows = [json.dumps([t, counts.get(t, 0)], ensure_ascii=False) for t in vocab.tokens]
     body = ",\n  ".join(rows)
     header = json.dumps(
         {"level": vocab.level, "lowercase": vocab.lowercase, "unk": vocab.tokens[0]}, ensure_ascii=False
     )
-    write_text(path, header[:-1] + ', "tokens": [\n  ' + body + "\n]}\n")
+    return header[:-1] + ', "tokens": [\n  ' + body + "\n]}\n"
 
 
 def describe(prepared: Prepared) -> str:

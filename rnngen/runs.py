@@ -21,6 +21,7 @@ class RunPaths:
         self.root = Path(out_dir)
         self.config = self.root / "config.yaml"
         self.best, self.last = (self.root / name for name in self.CHECKPOINTS)
+        self.previous = self.root / "last.prev.pt"  # the save before last.pt, in case last.pt is damaged
         self.metrics = self.root / "metrics.csv"
         self.samples = self.root / "samples"
         self.lock = self.root / ".lock"
@@ -43,7 +44,38 @@ def latest_run() -> Path:
             "no trained model found (runs/LATEST does not exist); train one with `rnngen train` or `make demo`, "
             "or pass --checkpoint FILE or --run DIR"
         )
-    return Path(pointer.read_text(encoding="utf-8").strip())
+    run = _pointed_run(pointer)
+    if run is None:
+        raise CheckpointError(
+            f"{pointer} is damaged: it should hold the path of the latest run directory; pass --run DIR"
+            f"{_runs_in(pointer.parent)} (every `rnngen train` writes {pointer} again)"
+        )
+    if not any((run / name).is_file() for name in ("best.pt", "last.pt")):
+        state = "holds no checkpoint (yet)" if run.is_dir() else "no longer exists"
+        raise CheckpointError(f"{pointer} names {run}, which {state}; pass --run DIR{_runs_in(pointer.parent)}")
+    return run
+
+
+def _pointed_run(pointer: Path) -> Path | None:
+    """The one absolute path that LATEST holds, or None when it holds anything else."""
+    try:
+        lines = pointer.read_bytes().decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(lines) != 1 or "\0" in lines[0] or not Path(lines[0]).is_absolute():
+        return None
+    try:
+        Path(lines[0]).stat()
+    except FileNotFoundError:
+        pass
+    except OSError:  # a name too long for the file system, a loop of links, ...
+        return None
+    return Path(lines[0])
+
+
+def _runs_in(directory: Path) -> str:
+    runs = sorted(str(p.parent) for name in ("last.pt", "best.pt") for p in directory.glob(f"*/{name}"))
+    return f" (runs there: {', '.join(dict.fromkeys(runs))})" if runs else ""
 
 
 def checkpoint_in(run_dir: str | Path) -> Path:

@@ -28,6 +28,7 @@ from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_st
 from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.evaluate import Scores, evaluate_stream
+from rnngen.fileio import write_bytes
 from rnngen.gradient_report import report_training_gradients
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
 from rnngen.model import build_model, count_parameters, model_args
@@ -150,26 +151,24 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
             "start over with --overwrite, or set a different train.out_dir"
         )
     if resume:
-        if not paths.last.exists():
-            raise UserError(f"nothing to resume: {paths.last} does not exist; start the run without --resume")
-        previous = checkpoint.load(paths.last)
-        config = _config_for_resume(config, previous, resolve_again)
+        previous = checkpoint.load_for_resume(paths.last, paths.previous, paths.best)
+        config = _config_for_resume(config, previous, resolve_again, paths.last)
     else:
         if config.train.init_from:  # before --overwrite clears the run directory, which must not hold the source
             config = finetune.config_for_init(config)
         if overwrite and group.is_writer:
-            for stale in (paths.last, paths.best, paths.metrics):
+            for stale in (paths.last, paths.previous, paths.best, paths.metrics):
                 stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
         return train_ngram(config, paths)
     return Trainer(config, paths, previous, group, device).run()
 
 
-def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
+def _config_for_resume(config: Config, previous: dict, resolve_again, path: Path) -> Config:
     """Architecture, data and source run come from the checkpoint; the rest from the command line over the saved config."""
     saved = previous[checkpoint.CONFIG]
+    saved_config = config_module.from_dict(saved, origin=str(path))
     merged = resolve_again(saved) if resolve_again else config
-    saved_config = config_module.from_dict(saved)
     for section in ("model", "data"):
         finetune.report_ignored(
             section, getattr(merged, section), getattr(saved_config, section), "--resume keeps the checkpoint's"
@@ -242,11 +241,12 @@ class Checkpoints:
         tr = self.trainer
         if previous[checkpoint.VOCAB]["tokens"] != tr.vocab.tokens:
             raise UserError(
-                f"the prepared data's vocabulary differs from the checkpoint's in {tr.paths.root}; "
-                "the input text changed since the run started. Restore it, or start a new run (--overwrite)"
+                f"the vocabulary of {tr.paths.last} differs from the prepared data's in {tr.prepared.directory}: "
+                "the input text changed since the run started (or last.pt comes from another run). "
+                "Restore it, or start a new run (--overwrite)"
             )
-        tr.model.load_state_dict(previous[checkpoint.MODEL_STATE])
-        tr.optimizer.load_state_dict(previous[checkpoint.OPTIMIZER_STATE])
+        checkpoint.restore(tr.model, previous[checkpoint.MODEL_STATE], tr.paths.last)
+        checkpoint.restore(tr.optimizer, previous[checkpoint.OPTIMIZER_STATE], tr.paths.last)
         known = TrainerState.__dataclass_fields__
         tr.state = TrainerState(**{k: v for k, v in previous[checkpoint.TRAINER_STATE].items() if k in known})
         tr.state.hidden = self._my_rows(tr.state.hidden)
@@ -255,8 +255,21 @@ class Checkpoints:
             set_rng_state(per_rank[tr.group.rank])
         else:
             set_rng_state(previous[checkpoint.RNG])
-        tr.metrics.rows = [r for r in read_metrics(tr.paths.metrics) if int(r["step"]) <= tr.state.step]
+        tr.metrics.rows = [r for r in self._read_metrics() if int(r["step"]) <= tr.state.step]
         console.info(f"resuming {tr.paths.root} at step {tr.state.step:,} (epoch {tr.state.epoch})")
+
+    def _read_metrics(self) -> list[dict]:
+        """The whole rows of metrics.csv; a damaged file is kept beside it before it is written again."""
+        tr = self.trainer
+        rows, damaged = read_metrics(tr.paths.metrics)
+        if damaged and tr.group.is_writer:
+            kept = tr.paths.metrics.with_name("metrics.damaged.csv")
+            write_bytes(kept, tr.paths.metrics.read_bytes())
+            console.warn(
+                f"{tr.paths.metrics} is damaged: dropped {damaged} broken row(s), kept {len(rows)}; "
+                f"the damaged file is saved as {kept}"
+            )
+        return rows
 
     def _my_rows(self, hidden):
         """This rank's rows of a saved hidden state (saved with the rows of all ranks in rank order)."""
@@ -292,9 +305,9 @@ class Checkpoints:
         extra = {checkpoint.OPTIMIZER_STATE: tr.optimizer.state_dict(), checkpoint.RNG: every_rng[0]}
         if tr.group.enabled:
             extra[RNG_PER_RANK] = every_rng
-        self.save(tr.paths.last, extra)
+        self.save(tr.paths.last, extra, previous=tr.paths.previous)
 
-    def save(self, path: Path, extra: dict | None = None) -> None:
+    def save(self, path: Path, extra: dict | None = None, previous: Path | None = None) -> None:
         tr = self.trainer
         if not tr.group.is_writer:
             return
@@ -313,7 +326,9 @@ class Checkpoints:
             "init_from": s.init_from,
         }
         extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {})}
-        checkpoint.save(path, checkpoint_payload(tr.config, tr.model_args, tr.model, tr.vocab, summary, **extra))
+        checkpoint.save(
+            path, checkpoint_payload(tr.config, tr.model_args, tr.model, tr.vocab, summary, **extra), previous
+        )
 
 
 class Recovery:

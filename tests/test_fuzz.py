@@ -85,7 +85,13 @@ def test_invalid_utf8_is_reported_at_its_byte_offset(scratch, before, after, bad
 @pytest.fixture(scope="module")
 def small_checkpoint(scratch) -> bytes:
     path = scratch / "small.pt"
-    checkpoint.save(path, {"config": Config().to_dict(), "model_state": torch.nn.Linear(3, 2).state_dict()})
+    payload = {
+        "config": Config().to_dict(),
+        "model_args": {"vocab_size": 2},
+        "model_state": torch.nn.Linear(3, 2).state_dict(),
+        "vocab": {"tokens": ["<unk>", "a"], "level": "char"},
+    }
+    checkpoint.save(path, payload)
     return path.read_bytes()
 
 

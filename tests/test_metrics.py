@@ -17,7 +17,8 @@ def test_rows_round_trip_with_empty_cells_for_missing_values(tmp_path):
     assert rows[1]["val_loss"] == "2" and rows[1]["train_loss"] == "" and rows[1]["tokens_per_s"] == ""
     path = tmp_path / "metrics.csv"
     write_metrics(path, rows)
-    back = read_metrics(path)
+    back, damaged = read_metrics(path)
+    assert damaged == 0
     assert list(back[0]) == METRICS_COLUMNS
     assert [r["step"] for r in back] == ["5", "10"] and back[1]["val_ppl"] == rows[1]["val_ppl"]
-    assert read_metrics(tmp_path / "none.csv") == []
+    assert read_metrics(tmp_path / "none.csv") == ([], 0)
