@@ -676,7 +676,20 @@ def _autocast_dtype(precision: str, device: torch.device):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
         raise UserError(f"train.precision: fp16 needs a CUDA GPU (training on {device.type}); use bf16 or fp32")
+    if precision == "bf16" and device.type == "cpu" and not _cpu_runs_bf16_rnns():
+        raise UserError("train.precision: bf16 recurrent layers are not supported on this CPU (oneDNN); use fp32")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def _cpu_runs_bf16_rnns() -> bool:
+    """Whether this CPU's kernels run a recurrent layer under bf16 autocast (oneDNN needs AVX-512 for it)."""
+    probe = torch.nn.LSTM(2, 2)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            probe(torch.zeros(1, 1, 2))
+    except RuntimeError:
+        return False
+    return True
 
 
 def _postfix(row: dict, last_val: dict | None) -> str:

@@ -89,6 +89,9 @@ def test_precision_choices_on_cpu(tmp_path, corpus):
     result = run_cli("train", "--config", tiny_config(tmp_path, corpus, train={"precision": "fp16"}))
     assert result.exit_code == 2 and "fp16 needs a CUDA GPU" in result.stderr
     result = run_cli("train", "--config", tiny_config(tmp_path, corpus, train={"precision": "bf16", "max_steps": 4}))
+    if result.exit_code == 2:  # CPUs without AVX-512 have no bf16 LSTM kernel: a clear refusal, not a crash
+        assert "bf16 recurrent layers are not supported on this CPU" in result.stderr
+        return
     assert result.exit_code == 0, result.stderr
     assert torch.isfinite(torch.tensor(checkpoint.load(tmp_path / "run/last.pt")[checkpoint.SUMMARY]["val"]["loss"]))
 
