@@ -71,6 +71,25 @@ class ModelConfig:
         "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)",
     )
     order: int = setting(5, "cell ngram only: predict each token from the order-1 tokens before it", min=1, max=16)
+    locked_dropout: bool = setting(
+        False, "variational dropout: one mask per sequence, reused at every time step (AWD-LSTM), not one per step"
+    )
+    dropout_input: float | None = setting(
+        None, "dropout rate on the embedding output (null = model.dropout)", min=0, below=1
+    )
+    dropout_hidden: float | None = setting(
+        None, "dropout rate between stacked layers (null = model.dropout)", min=0, below=1
+    )
+    dropout_output: float | None = setting(
+        None, "dropout rate on the last layer's output, before the output layer (null = model.dropout)", min=0, below=1
+    )
+    embedding_dropout: float = setting(
+        0.0, "drop whole words: rows of the embedding zeroed per batch, the rest scaled by 1/(1-p)", min=0, below=1
+    )
+    weight_drop: float = setting(
+        0.0, "DropConnect on each layer's hidden-to-hidden matrix, one mask per forward pass (training only)",
+        min=0, below=1,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,15 @@ class TrainConfig:
         "auto", "auto = bf16 autocast on CUDA GPUs that support it, else fp32; fp16 uses loss scaling (CUDA only)"
     )
     compile: bool = setting(False, "compile the model with torch.compile (can speed up GPU training; slow to start)")
+    ar_alpha: float = setting(
+        0.0, "activation regularisation: add ar_alpha * mean(o_t^2) of the last layer's dropped outputs", min=0
+    )
+    tar_beta: float = setting(
+        0.0, "temporal activation regularisation: add tar_beta * mean((h_t - h_{t-1})^2) of the last layer", min=0
+    )
+    variable_bptt: bool = setting(
+        False, "draw each window's length around seq_len (AWD-LSTM) and scale the learning rate by length/seq_len"
+    )
 
 
 @dataclass(frozen=True)
@@ -487,6 +515,8 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
         problems.append(
             "model.embeddings_path needs model.input: embedding (pre-trained vectors fill the embedding table)"
         )
+    if m.input == "onehot" and m.embedding_dropout:
+        problems.append("model.embedding_dropout needs model.input: embedding (one-hot input has no embedding table)")
     if m.embeddings_freeze and not m.embeddings_path:
         problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
     cutoffs = m.adaptive_cutoffs

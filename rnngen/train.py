@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, console, distributed
+from rnngen import checkpoint, console, distributed, regularise
 from rnngen import config as config_module
 from rnngen.batches import TokenStreams
 from rnngen.config import Config
@@ -91,6 +91,7 @@ class TrainerState:
     last_val: dict | None = None
     last_train_loss: float | None = None
     hidden: list | None = None  # carried hidden state (tensors)
+    column: int = 0  # train.variable_bptt: next column of the streams (windows differ in length)
     embeddings: dict | None = None  # coverage of the pre-trained vectors the run started from
     recent_bad_steps: int = 0  # non-finite steps with fewer than BAD_STEP_WINDOW good steps between them
     last_bad_step: int = -1
@@ -193,14 +194,18 @@ def _config_for_resume(config: Config, previous: dict, resolve_again) -> Config:
 
 
 class _LossModel(torch.nn.Module):
-    """model.loss as a forward(), so DistributedDataParallel and torch.compile can wrap it."""
+    """model.training_loss as a forward(), so DistributedDataParallel and torch.compile can wrap it.
 
-    def __init__(self, model):
+    Returns (objective, cross-entropy, state): the objective adds AR/TAR (train.ar_alpha, tar_beta).
+    """
+
+    def __init__(self, model, ar_alpha: float = 0.0, tar_beta: float = 0.0):
         super().__init__()
         self.model = model
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
 
     def forward(self, token_ids, targets, state=None):
-        return self.model.loss(token_ids, targets, state)
+        return self.model.training_loss(token_ids, targets, state, self.ar_alpha, self.tar_beta)
 
 
 class Trainer:
@@ -232,7 +237,7 @@ class Trainer:
             torch.manual_seed(t.seed + self.group.rank)
         self.autocast_dtype = _autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        self.loss_model = _LossModel(self.model)
+        self.loss_model = _LossModel(self.model, t.ar_alpha, t.tar_beta)
         if self.group.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -327,10 +332,10 @@ class Trainer:
                 # learning rate: a function of the step (and of time, for max_minutes runs)
                 progress = schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)
                 lr = learning_rate(t, s.step, progress) * s.lr_scale
-                for param_group in self.optimizer.param_groups:
-                    param_group["lr"] = lr
                 # batch: the next window of every stream; the state restarts with each epoch
-                x, y = self.streams.window(s.window, self.device)
+                x, y = self._next_window()
+                for param_group in self.optimizer.param_groups:
+                    param_group["lr"] = regularise.scaled_lr(lr, x.size(1), t.seq_len)
                 if t.reset_state or s.window == 0:
                     self.hidden = None
                 # forward and backward through this window only (truncated BPTT)
@@ -363,11 +368,9 @@ class Trainer:
                     self._skip_step(loss_value, norm_value)
                 # advance the data position
                 s.step += 1
-                s.tokens += self.streams.tokens_per_window * group.world_size
-                window_tokens += self.streams.tokens_per_window * group.world_size
-                s.window += 1
-                if s.window >= self.streams.windows:
-                    s.window, s.epoch = 0, s.epoch + 1
+                s.tokens += x.numel() * group.world_size
+                window_tokens += x.numel() * group.world_size
+                self._advance(x.size(1))
                 bar.update(1)
                 trained_until = time.monotonic()  # tokens/s counts training time, not evaluation or saving
                 # log, evaluate, save
@@ -407,6 +410,33 @@ class Trainer:
         )
         return TrainResult(paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
 
+    def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (B, T) of the next window; T varies around seq_len with train.variable_bptt."""
+        t, s = self.config.train, self.state
+        if not t.variable_bptt:
+            return self.streams.window(s.window, self.device)
+        length = regularise.bptt_length(t.seq_len, t.seed, s.step)
+        return self.streams.span(s.column, min(length, self.streams.columns - s.column), self.device)
+
+    def _advance(self, length: int) -> None:
+        """Move the data position past a window of `length` steps; a new epoch starts at the end."""
+        s = self.state
+        s.window += 1
+        if self.config.train.variable_bptt:
+            s.column += length
+            done = s.column >= self.streams.columns
+        else:
+            done = s.window >= self.streams.windows
+        if done:
+            s.window, s.column, s.epoch = 0, 0, s.epoch + 1
+
+    def _epoch_progress(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        s, streams = self.state, self.streams
+        if self.config.train.variable_bptt:
+            return s.epoch + s.column / streams.columns
+        return s.epoch + s.window / streams.windows
+
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
         """Mean loss over the (B, T) window and the new state, gradients accumulated in the parameters.
 
@@ -426,8 +456,8 @@ class Trainer:
                 with torch.autocast(
                     self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
                 ):
-                    loss, state = self.loss_model(x[part], y[part], select_streams(self.hidden, part))
-                scaled = loss / k
+                    objective, loss, state = self.loss_model(x[part], y[part], select_streams(self.hidden, part))
+                scaled = objective / k
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.detach() / k
             states.append(state)
@@ -439,7 +469,7 @@ class Trainer:
             return f"interrupted by {stop_request.signal_name}"
         if t.max_steps is not None and s.step >= t.max_steps:
             return f"reached max_steps {t.max_steps}"
-        if t.max_epochs is not None and s.epoch + s.window / self.streams.windows >= t.max_epochs:
+        if t.max_epochs is not None and self._epoch_progress() >= t.max_epochs:
             return f"reached max_epochs {t.max_epochs:g}"
         if t.max_minutes is not None and s.elapsed_s >= t.max_minutes * 60:
             return f"reached max_minutes {t.max_minutes:g}"
@@ -537,7 +567,7 @@ class Trainer:
             s.last_train_loss = train_loss
         row = {
             "step": s.step,
-            "epoch": round(s.epoch + s.window / self.streams.windows, 4),
+            "epoch": round(self._epoch_progress(), 4),
             "elapsed_s": round(s.elapsed_s, 2),
             "tokens": s.tokens,
             "train_loss": _fmt(train_loss),
