@@ -94,10 +94,10 @@ class Model:
 
     def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
         """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
-        pieces = tokens.split(text, self.vocab.level, self.vocab.lowercase)
+        pieces, ends = self.vocab.split_with_ends(text)
         ids = np.array(self.vocab.encode(pieces), dtype=np.int64)
         unknown = int((ids == 0).sum())
-        return ids, predicted_chars(pieces, self.vocab.level), unknown
+        return ids, tokens.predicted_chars(ends), unknown
 
     def validation_ids(self) -> tuple[np.ndarray, int, int]:
         """The checkpoint's own validation split, read from its prepared data."""
@@ -141,15 +141,6 @@ class Model:
             "rnngen_version": self.payload.get("rnngen_version"),
             "config": self.config.to_dict(),
         }
-
-
-def predicted_chars(pieces: list[str], level: str) -> int:
-    """Characters of the text made by every token after the first (what bits per character divides by)."""
-    if len(pieces) < 2:
-        return 0
-    if level == "char":
-        return len(pieces) - 1
-    return len(tokens.join(pieces, level)) - len(pieces[0])
 
 
 def load(path: str | Path, device: str = "cpu") -> Model:

@@ -34,7 +34,12 @@ class DataConfig:
     path: tuple[str, ...] | None = setting(
         None, "text file(s), glob(s) or directories to learn from; null = the built-in demo corpus"
     )
-    level: Literal["char", "word"] = setting("char", "token level: char (every character) or word")
+    level: Literal["char", "word", "subword"] = setting(
+        "char", "token level: char (every character), word, or subword (byte-level BPE learned from the text)"
+    )
+    vocab_size: int = setting(
+        8000, "subword level: tokens of the learned BPE vocabulary, the 256 bytes included", min=256, max=1_000_000
+    )
     lowercase: bool = setting(False, "lowercase the text before tokenizing")
     min_freq: int = setting(1, "tokens seen fewer times become <unk>", min=1)
     max_vocab: int | None = setting(None, "keep only the most frequent tokens (null = all)", min=2)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnngen import console, tokens
+from rnngen import console
 from rnngen.errors import UserError
 from rnngen.model import RNNLM
 from rnngen.stepper import CPUStepper
@@ -135,7 +135,7 @@ def encode_seed(vocab: Vocab, seed: str | None, on_unknown: str = "error") -> li
     if seed is None or seed == "":
         start = "\n" if "\n" in vocab.index else vocab.tokens[min(1, len(vocab) - 1)]
         return [vocab.index[start]]
-    pieces = tokens.split(seed, vocab.level, vocab.lowercase)
+    pieces = vocab.split(seed)
     if not pieces:
         raise UserError(
             f"the seed text {seed!r} has no tokens at {vocab.level} level; give a seed with some text in it"
@@ -258,11 +258,10 @@ class Generation:
         state = _repeat_state(state, n)
         seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
         watches = [_StopWatch(options.stop) for _ in range(n)]
-        detokenizers = [tokens.Detokenizer() for _ in range(n)]
-        if vocab.level == "word":
-            for detokenizer in detokenizers:
-                for token in vocab.decode(self.seed_ids):
-                    detokenizer.piece(token)
+        detokenizers = [vocab.detokenizer() for _ in range(n)]
+        for detokenizer in detokenizers:  # spacing and partial characters continue from the seed
+            for token in vocab.decode(self.seed_ids):
+                detokenizer.piece(token)
         started = time.monotonic()
         for _ in range(options.length):
             if options.max_time is not None and time.monotonic() - started > options.max_time:
@@ -281,7 +280,7 @@ class Generation:
                     out.append("")
                     continue
                 token = vocab.tokens[token_id]
-                piece = detokenizer.piece(token) if vocab.level == "word" else token
+                piece = detokenizer.piece(token)
                 sample.tokens += 1
                 sample.ids.append(token_id)
                 sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
@@ -293,7 +292,7 @@ class Generation:
                 break
             logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
             logits = logits[:, -1]
-        yield [w.flush() for w in watches]
+        yield [w.add(d.flush()) + w.flush() if not w.done else "" for w, d in zip(watches, detokenizers)]
         for sample, watch in zip(self.samples, watches):
             sample.text = watch.text
 
@@ -307,7 +306,7 @@ def _repeat_state(state, n: int):
 
 
 def seed_text(vocab: Vocab, seed_ids: list[int]) -> str:
-    return tokens.join(vocab.decode(seed_ids), vocab.level)
+    return vocab.join(vocab.decode(seed_ids))
 
 
 def generate(
