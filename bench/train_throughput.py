@@ -48,7 +48,8 @@ def bare_tokens_per_s(vocab: int, steps: int) -> float:
     return steps * BATCH * SEQ / (time.perf_counter() - start)
 
 
-def rnngen_tokens_per_s(steps: int) -> tuple[float, int]:
+def rnngen_tokens_per_s(steps: int, extra: dict | None = None) -> tuple[float, int]:
+    """tokens/s of `rnngen train` on the shape above; `extra` adds config keys (e.g. regularisers)."""
     work = scratch("train_throughput")
     data = SHAKESPEARE
     if not data.exists():
@@ -59,7 +60,7 @@ def rnngen_tokens_per_s(steps: int) -> tuple[float, int]:
         "model.hidden_size": HIDDEN, "model.embedding_dim": EMBED, "model.dropout": 0.0,
         "train.batch_size": BATCH, "train.seq_len": SEQ, "train.max_steps": steps, "train.max_epochs": "null",
         "train.eval_every": 100000, "train.save_every": steps // 2, "train.log_every": 10,
-        "train.out_dir": str(work / "run"), "train.device": "cpu",
+        "train.out_dir": str(work / "run"), "train.device": "cpu", **(extra or {}),
     }  # fmt: skip
     args = [item for key, value in sets.items() for item in ("--set", f"{key}={value}")]
     run_cli("train", *args, "--overwrite")

@@ -95,10 +95,10 @@ class Model:
 
     def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
         """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
-        pieces = tokens.split(text, self.vocab.level, self.vocab.lowercase)
+        pieces, ends = self.vocab.split_with_ends(text)
         ids = np.array(self.vocab.encode(pieces), dtype=np.int64)
         unknown = int((ids == 0).sum())
-        return ids, predicted_chars(pieces, self.vocab.level), unknown
+        return ids, tokens.predicted_chars(ends), unknown
 
     def validation_ids(self) -> tuple[np.ndarray, int, int]:
         """The checkpoint's own validation split, read from its prepared data."""
@@ -152,15 +152,6 @@ class Model:
         if unk is None or not total:
             return {"unk_tokens": None, "unk_rate": None}
         return {"unk_tokens": unk, "unk_rate": unk / total}
-
-
-def predicted_chars(pieces: list[str], level: str) -> int:
-    """Characters of the text made by every token after the first (what bits per character divides by)."""
-    if len(pieces) < 2:
-        return 0
-    if level == "char":
-        return len(pieces) - 1
-    return len(tokens.join(pieces, level)) - len(pieces[0])
 
 
 def load(path: str | Path | None = None, device: str = "cpu") -> Model:

@@ -41,12 +41,19 @@ class TokenStreams:
         mine = slice(rank * batch_size, (rank + 1) * batch_size)
         self.inputs = ids[: rows * length].reshape(rows, length)[mine]  # (B, L)
         self.targets = ids[1 : rows * length + 1].reshape(rows, length)[mine]  # (B, L)
-        self.tokens_per_window = batch_size * seq_len
 
     def window(self, index: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets of window `index`, each (B, T) int64."""
-        start = index * self.seq_len
-        cols = slice(start, start + self.seq_len)
+        return self.span(index * self.seq_len, self.seq_len, device)
+
+    @property
+    def columns(self) -> int:
+        """Columns of each stream that windows cover (a shorter rest at the end is never read)."""
+        return self.windows * self.seq_len
+
+    def span(self, start: int, length: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of columns start .. start+length-1 of every stream, each (B, length) int64."""
+        cols = slice(start, start + length)
         x = torch.from_numpy(np.ascontiguousarray(self.inputs[:, cols], dtype=np.int64))
         y = torch.from_numpy(np.ascontiguousarray(self.targets[:, cols], dtype=np.int64))
         if device is not None and device.type != "cpu":

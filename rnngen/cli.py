@@ -80,7 +80,7 @@ def _echo(text: str) -> None:
 @cli.command()
 @config_option
 @click.argument("inputs", nargs=-1)
-@click.option("--level", type=click.Choice(["char", "word"]), help="Token level (data.level).")
+@click.option("--level", type=click.Choice(["char", "word", "subword"]), help="Token level (data.level).")
 @click.option("--out", "out_dir", help="Prepared-data directory (data.prepared_dir).")
 @click.option("--force", is_flag=True, help="Prepare again even if the prepared data is up to date.")
 @set_option

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnngen import api, console, tokens
+from rnngen import api, console
 from rnngen.config import Config
 from rnngen.errors import UserError
 from rnngen.model import count_parameters
@@ -137,7 +137,7 @@ def _score(model: api.Model, prepared: Prepared):
     if model.vocab.tokens == prepared.vocab.tokens:
         return model.evaluate_ids(ids, prepared.val_chars)
     console.warn(f"{model.path} has another vocabulary; scoring it on the validation text re-tokenized")
-    return model.evaluate(tokens.join(prepared.vocab.decode(ids), prepared.vocab.level))
+    return model.evaluate(prepared.vocab.join(prepared.vocab.decode(ids)))
 
 
 def _timed_sample(model: api.Model, config: Config) -> tuple[str, float]:

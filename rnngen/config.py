@@ -40,7 +40,12 @@ class DataConfig:
     path: tuple[str, ...] | None = setting(
         None, "text file(s), glob(s) or directories to learn from; null = the built-in demo corpus"
     )
-    level: Literal["char", "word"] = setting("char", "token level: char (every character) or word")
+    level: Literal["char", "word", "subword"] = setting(
+        "char", "token level: char (every character), word, or subword (byte-level BPE learned from the text)"
+    )
+    vocab_size: int = setting(
+        8000, "subword level: tokens of the learned BPE vocabulary, the 256 bytes included", min=256, max=1_000_000
+    )
     lowercase: bool = setting(False, "lowercase the text before tokenizing")
     min_freq: int = setting(1, "tokens seen fewer times become <unk>", min=1)
     max_vocab: int | None = setting(None, "keep only the most frequent tokens (null = all)", min=2)
@@ -80,6 +85,25 @@ class ModelConfig:
         "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)",
     )
     order: int = setting(5, "cell ngram only: predict each token from the order-1 tokens before it", min=1, max=16)
+    locked_dropout: bool = setting(
+        False, "variational dropout: one mask per sequence, reused at every time step (AWD-LSTM), not one per step"
+    )
+    dropout_input: float | None = setting(
+        None, "dropout rate on the embedding output (null = model.dropout)", min=0, below=1
+    )
+    dropout_hidden: float | None = setting(
+        None, "dropout rate between stacked layers (null = model.dropout)", min=0, below=1
+    )
+    dropout_output: float | None = setting(
+        None, "dropout rate on the last layer's output, before the output layer (null = model.dropout)", min=0, below=1
+    )
+    embedding_dropout: float = setting(
+        0.0, "drop whole words: rows of the embedding zeroed per batch, the rest scaled by 1/(1-p)", min=0, below=1
+    )
+    weight_drop: float = setting(
+        0.0, "DropConnect on each layer's hidden-to-hidden matrix, one mask per forward pass (training only)",
+        min=0, below=1,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,15 @@ class TrainConfig:
     )
     freeze: tuple[str, ...] = setting(
         (), "parts kept fixed while training: embedding, rnn (every layer), rnn.N (layer N, from 0), output"
+    )
+    ar_alpha: float = setting(
+        0.0, "activation regularisation: add ar_alpha * mean(o_t^2) of the last layer's dropped outputs", min=0
+    )
+    tar_beta: float = setting(
+        0.0, "temporal activation regularisation: add tar_beta * mean((h_t - h_{t-1})^2) of the last layer", min=0
+    )
+    variable_bptt: bool = setting(
+        False, "draw each window's length around seq_len (AWD-LSTM) and scale the learning rate by length/seq_len"
     )
 
 
@@ -524,6 +557,8 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
         problems.append(
             "model.embeddings_path needs model.input: embedding (pre-trained vectors fill the embedding table)"
         )
+    if m.input == "onehot" and m.embedding_dropout:
+        problems.append("model.embedding_dropout needs model.input: embedding (one-hot input has no embedding table)")
     if m.embeddings_freeze and not m.embeddings_path:
         problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
     cutoffs = m.adaptive_cutoffs

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import console
+from rnngen import console, regularise
 from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
 from rnngen.errors import ConfigError
 from rnngen.ngram import NgramLM
@@ -57,6 +57,7 @@ def model_args(model_config, vocab_size: int) -> dict:
         "output": output,
         "cutoffs": cutoffs,
         "freeze_embedding": m.embeddings_freeze,
+        **regularise.model_args(m),
     }
 
 
@@ -110,7 +111,8 @@ class RNNLM(nn.Module):
 
     def __init__(
         self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh",
-        input="embedding", output="full", cutoffs=None, freeze_embedding=False,
+        input="embedding", output="full", cutoffs=None, freeze_embedding=False, locked_dropout=False,
+        dropout_input=None, dropout_hidden=None, dropout_output=None, embedding_dropout=0.0, weight_drop=0.0,
     ):  # fmt: skip
         super().__init__()
         self.cell = cell
@@ -119,16 +121,24 @@ class RNNLM(nn.Module):
         self.adaptive = output == "adaptive"
         onehot = input == "onehot"
         self.embedding = OneHot(vocab_size) if onehot else nn.Embedding(vocab_size, embedding_dim)
-        self.dropout = nn.Dropout(dropout)
+        # dropout: model.dropout everywhere unless a place has its own rate (rnngen.regularise)
+        rates = [dropout if r is None else r for r in (dropout_input, dropout_hidden, dropout_output)]
+        self.input_dropout = regularise.dropout_layer(rates[0], locked_dropout)
+        self.output_dropout = regularise.dropout_layer(rates[2], locked_dropout)
+        self.embedding_dropout, self.weight_drop = embedding_dropout, weight_drop
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = RECURRENT_MODULES[cell](
             vocab_size if onehot else embedding_dim,
             hidden_size,
             num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0,
+            dropout=rates[1] if num_layers > 1 and not locked_dropout else 0.0,
             batch_first=True,
             **extra,
         )
+        self.hidden_dropout = None  # locked dropout between layers: training runs the layers one by one
+        if locked_dropout and num_layers > 1 and rates[1] > 0:
+            self.hidden_dropout = regularise.LockedDropout(rates[1])
+            self.__dict__["layer_shells"] = [regularise.layer_shell(self.rnn, k) for k in range(num_layers)]
         if self.adaptive:
             self.head = AdaptiveSoftmax(hidden_size, vocab_size, cutoffs)
         else:
@@ -157,18 +167,65 @@ class RNNLM(nn.Module):
 
     def features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
         """token_ids (B, T) -> top-layer outputs (B, T, H) after dropout, and the state after the last step."""
-        embedded = self.dropout(self.embedding(token_ids))  # (B, T, E), or (B, T, V) one-hot
-        outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H); state (L, B, H) or a pair of them
-        return self.dropout(outputs), state
+        outputs, _, state = self.all_features(token_ids, state, recurrent)
+        return outputs, state
+
+    def all_features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
+        """Top-layer outputs after and before dropout (B, T, H), and the state after the last step."""
+        if isinstance(self.embedding, OneHot):
+            embedded = self.embedding(token_ids)
+        else:
+            embedded = regularise.embedding_dropout(self.embedding, token_ids, self.embedding_dropout, self.training)
+        embedded = self.input_dropout(embedded)  # (B, T, E), or (B, T, V) one-hot
+        if self.training and (self.hidden_dropout is not None or self.weight_drop):
+            outputs, state = self._regularised_rnn(embedded, state)
+        else:  # state (L, B, H) or a pair of them
+            outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H)
+        return self.output_dropout(outputs), outputs, state
+
+    def _regularised_rnn(self, inputs: torch.Tensor, state):
+        """The recurrent layers in training with weight drop and/or locked dropout between layers."""
+        layers = range(self.num_layers)
+        dropped = regularise.dropped_recurrent_weights(self.rnn, self.weight_drop, layers) if self.weight_drop else {}
+        if self.hidden_dropout is None:  # all layers in one call
+            return regularise.run_with(self.rnn, dropped, inputs, state)
+        if state is None:
+            state = self.initial_state(inputs.size(0), inputs.device)
+        states = []
+        for k in layers:
+            weights = regularise.layer_weights(self.rnn, k)
+            if dropped:
+                weights["weight_hh_l0"] = dropped[f"weight_hh_l{k}"]
+            layer_state = tuple(s[k : k + 1] for s in state) if isinstance(state, tuple) else state[k : k + 1]
+            inputs, layer_state = regularise.run_with(self.layer_shells[k], weights, inputs, layer_state)
+            states.append(layer_state)
+            if k < self.num_layers - 1:
+                inputs = self.hidden_dropout(inputs)
+        if isinstance(states[0], tuple):
+            return inputs, tuple(torch.cat(parts) for parts in zip(*states))
+        return inputs, torch.cat(states)
 
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):
         """Cross-entropy (nats per token) of predicting `targets` (B, T), and the new state."""
+        loss, _, state = self.loss_and_outputs(token_ids, targets, state, reduction)
+        return loss, state
+
+    def loss_and_outputs(self, token_ids, targets, state=None, reduction: str = "mean"):
+        """The loss, the top-layer outputs after and before dropout, and the new state."""
+        outputs, raw, state = self.all_features(token_ids, state)  # (B, T, H)
         if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
-            outputs, state = self.features(token_ids, state)
             nll = self.head.nll(outputs.reshape(-1, outputs.size(-1)), targets.reshape(-1))  # (B*T,)
-            return _reduce(nll, reduction), state
-        logits, state = self(token_ids, state)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction), state
+            return _reduce(nll, reduction), (outputs, raw), state
+        logits = self.head(outputs)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+        return loss, (outputs, raw), state
+
+    def training_loss(self, token_ids, targets, state=None, ar_alpha: float = 0.0, tar_beta: float = 0.0):
+        """(objective to minimise, mean cross-entropy, new state): the objective adds AR/TAR when set."""
+        loss, (outputs, raw), state = self.loss_and_outputs(token_ids, targets, state)
+        if not (ar_alpha or tar_beta):
+            return loss, loss, state
+        return loss + regularise.activation_penalty(outputs, raw, ar_alpha, tar_beta), loss, state
 
 
 def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:

@@ -2,16 +2,21 @@
 
 Layout of a prepared directory:
 
-    vocab.json   the vocabulary, one token per line with its count (id = position)
-    train.bin    training token ids, flat little-endian uint16 (int32 above 65,535 tokens)
-    val.bin      validation token ids: the LAST val_fraction of the text, contiguous
-    meta.json    sources (size, mtime, sha256), tokenizer settings, counts, dtype, and the size and
-                 CRC-32 of every other file (computed while writing), with a CRC-32 of itself
+    vocab.json      the vocabulary, one token per line with its count (id = position)
+    tokenizer.json  subword level only: the byte-level BPE tokenizer learned from the text
+    train.bin       training token ids, flat little-endian uint16 (int32 above 65,535 tokens)
+    val.bin         validation token ids: the LAST val_fraction of the text, contiguous
+    meta.json       sources (size, mtime, sha256), tokenizer settings, counts, dtype, and the size and
+                    CRC-32 of every other file (computed while writing), with a CRC-32 of itself
+
+meta.json's counts hold train_chars and val_chars, the characters of the text each split's
+tokens after its first predict (tokens.predicted_chars): bits per character divide by them.
 
 Pass 1 tokenizes the text chunk by chunk, gives every distinct token a provisional id in order
 of first appearance and writes those ids to a temporary file; memory holds only the distinct
 tokens. Pass 2 maps provisional ids to final ids (frequency order) with one table lookup per
-chunk and splits the stream into train and val. The text itself is never held whole.
+chunk and splits the stream into train and val. The text itself is never held whole. At
+subword level a pass 0 learns the BPE tokenizer from the text first.
 
 Every reader opens the directory through open_prepared, which checks each file against meta.json
 (sizes always, checksums where recorded) before a byte is used. `prepare` and `train` rebuild a
@@ -40,12 +45,13 @@ from rnngen.runs import source_checkpoint
 from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
 from rnngen.vocab import UNK, Vocab
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: val_chars counts the characters of the text, not of re-joined tokens
 ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
 PARALLEL_MIN_BYTES = 32 << 20  # inputs above this are tokenized by several processes
 MAX_WORKERS = 4
 IN_FLIGHT = 2  # chunks queued per worker
 ID_DTYPES = ("uint16", "int32")
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class PreparedDamaged(DataError):
@@ -117,6 +123,7 @@ def _settings(config: Config, base: BaseVocab | None) -> dict:
         "max_vocab": d.max_vocab,
         "val_fraction": d.val_fraction,
         "errors": d.errors,
+        **({"vocab_size": d.vocab_size} if d.level == "subword" else {}),
     }
     if base is not None:  # a changed source vocabulary makes the prepared data stale
         settings["base_vocab"] = base.fingerprint()
@@ -225,7 +232,8 @@ def _read_vocab(path: Path, meta: dict) -> Vocab:
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
         tokens = [token for token, _count in data["tokens"]]
-        vocab = Vocab(tokens, data["level"], data["lowercase"])
+        tokenizer = (path.parent / TOKENIZER_FILE).read_text(encoding="utf-8") if data["level"] == "subword" else None
+        vocab = Vocab(tokens, data["level"], data["lowercase"], tokenizer)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PreparedDamaged(f"{path} is missing or damaged ({type(e).__name__}: {str(e)[:120]})") from None
     plain = all(isinstance(t, str) for t in tokens) and isinstance(vocab.level, str)
@@ -275,8 +283,11 @@ def _same_inputs(meta: dict, sources: list[Source], settings: dict) -> bool:
     return True
 
 
-def _word_pieces(chunks, carry_limit: int = 1 << 20):
-    """Re-cut text chunks at white space so no word is split between two chunks."""
+def _word_pieces(chunks, carry_limit: int = 1 << 20, space_leads: bool = False):
+    """Re-cut text chunks at white space so no word is split between two chunks.
+
+    space_leads: the white space starts the next piece (byte-level BPE glues a space to the word after it).
+    """
     carry = ""
     for chunk in chunks:
         text = carry + chunk
@@ -286,26 +297,31 @@ def _word_pieces(chunks, carry_limit: int = 1 << 20):
             continue
         if cut < 0:  # one enormous word: cutting it is better than holding it
             cut = len(text) - 1
-        carry = text[cut + 1 :]
-        yield text[: cut + 1]
+        cut += 0 if space_leads and cut > 0 else 1
+        carry = text[cut:]
+        yield text[:cut]
     if carry:
         yield carry
 
 
-def _tokenize_chunk(text: str, level: str, lowercase: bool) -> tuple[int, int, list[str], np.ndarray]:
-    """One chunk -> (characters, bytes, its distinct tokens in order of appearance, local ids)."""
-    found = tokens.split(text, level, lowercase)
+def _tokenize_chunk(text: str, level: str, lowercase: bool, subword=None):
+    """One chunk -> (characters, bytes, its distinct tokens in order of appearance, local ids, token ends).
+
+    Token ends (character offsets in the chunk) are left out (None) at char level, where token i ends at i + 1.
+    """
+    found, ends = tokens.split_with_ends(text, level, lowercase, subword)
     local = {token: i for i, token in enumerate(dict.fromkeys(found))}
     local_ids = np.array(list(map(local.__getitem__, found)), dtype=np.int32)
-    return len(text), len(text.encode("utf-8", "surrogatepass")), list(local), local_ids
+    ends = None if level == "char" else np.array(ends, dtype=np.int64)
+    return len(text), len(text.encode("utf-8", "surrogatepass")), list(local), local_ids, ends
 
 
-def _tokenized(pieces, level: str, lowercase: bool, parallel: bool):
+def _tokenized(pieces, level: str, lowercase: bool, parallel: bool, subword=None):
     """Tokenize chunks in order; large inputs use one worker process per core (at most IN_FLIGHT queued)."""
     workers = min(os.cpu_count() or 1, MAX_WORKERS)
-    if not parallel or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for text in pieces:
-            yield _tokenize_chunk(text, level, lowercase)
+    if subword or not parallel or workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        for text in pieces:  # (the BPE tokenizer runs its own threads: it is never forked)
+            yield _tokenize_chunk(text, level, lowercase, subword)
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         pending: collections.deque = collections.deque()
@@ -320,6 +336,7 @@ def _tokenized(pieces, level: str, lowercase: bool, parallel: bool):
 def _build(config: Config, sources: list[Source], out_dir: Path, base: BaseVocab | None) -> Prepared:
     data = config.data
     make_dir(out_dir, "data.prepared_dir (--out)")
+    subword = _learn_subword(config, sources) if data.level == "subword" else None
     index: dict[str, int] = {}
     total_tokens = 0
     total_chars = 0
@@ -328,15 +345,18 @@ def _build(config: Config, sources: list[Source], out_dir: Path, base: BaseVocab
         total=sum(s.size for s in sources) if known_size else None, unit="B", unit_scale=True, desc="prepare"
     )
     console.info(f"preparing {len(sources)} source(s) at {data.level} level into {out_dir}")
-    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".provisional-", suffix=".bin", delete=False) as tmp:
-        provisional_path = Path(tmp.name)
+    provisional_path, ends_path = _temporary(out_dir, ".provisional-"), _temporary(out_dir, ".ends-")
     try:
-        with open(provisional_path, "wb") as provisional:
+        with open(provisional_path, "wb") as provisional, open(ends_path, "wb") as ends_file:
             for source in sources:
                 chunks = read_text(source, data.errors)
-                pieces = _word_pieces(chunks) if data.level == "word" else chunks
+                pieces = chunks if data.level == "char" else _word_pieces(chunks, space_leads=subword is not None)
                 parallel = known_size and source.size > PARALLEL_MIN_BYTES
-                for chars, chunk_bytes, uniques, local_ids in _tokenized(pieces, data.level, data.lowercase, parallel):
+                for chars, chunk_bytes, uniques, local_ids, ends in _tokenized(
+                    pieces, data.level, data.lowercase, parallel, subword
+                ):
+                    if ends is not None:  # where each token ends in the whole text
+                        (ends + total_chars).tofile(ends_file)
                     total_chars += chars
                     bar.update(chunk_bytes if known_size else 0)
                     # local ids (first appearance in the chunk) -> provisional ids (first appearance overall)
@@ -347,20 +367,49 @@ def _build(config: Config, sources: list[Source], out_dir: Path, base: BaseVocab
         if total_tokens == 0:
             names = ", ".join(s.name for s in sources)
             raise DataError(f"no text found in {names}; the input is empty (or only white space at word level)")
-        return _write_prepared(config, base, sources, out_dir, provisional_path, index, total_tokens, total_chars)
+        token_ends = None if data.level == "char" else ends_path
+        return _write_prepared(
+            config, base, sources, out_dir, provisional_path, token_ends, index, total_tokens, total_chars, subword
+        )
     finally:
         bar.close()
         provisional_path.unlink(missing_ok=True)
+        ends_path.unlink(missing_ok=True)
 
 
-def _write_prepared(config, base, sources, out_dir, provisional_path, index, total_tokens, total_chars) -> Prepared:
+def _temporary(out_dir: Path, prefix: str) -> Path:
+    with tempfile.NamedTemporaryFile(dir=out_dir, prefix=prefix, suffix=".bin", delete=False) as tmp:
+        return Path(tmp.name)
+
+
+def _learn_subword(config: Config, sources: list[Source]) -> tokens.Subword:
+    """Pass 0 of the subword level: learn the byte-level BPE tokenizer from the whole text."""
+    data = config.data
+    tokens.require_tokenizers()
+    if any(s.name == STDIN_NAME for s in sources):
+        raise DataError(
+            "data.level: subword reads the text twice (once to learn its tokenizer), which stdin cannot do; "
+            "save the text to a file and give that file instead"
+        )
+    console.info(f"learning a byte-level BPE tokenizer of {data.vocab_size:,} tokens from the text")
+    pieces = (p for s in sources for p in _word_pieces(read_text(s, data.errors), space_leads=True))
+    return tokens.Subword.train((p.lower() if data.lowercase else p for p in pieces), data.vocab_size)
+
+
+def _write_prepared(
+    config, base, sources, out_dir, provisional_path, ends_path, index, total_tokens, total_chars, subword
+) -> Prepared:
     data = config.data
     provisional = np.memmap(provisional_path, dtype=np.int32, mode="r", shape=(total_tokens,))
     counts = np.zeros(len(index), dtype=np.int64)
     for start in range(0, total_tokens, ID_CHUNK):
         counts += np.bincount(provisional[start : start + ID_CHUNK], minlength=len(index))
     strings = list(index)  # provisional id -> token string (dicts keep insertion order)
-    vocab = _vocabulary(dict(zip(strings, counts.tolist())), data, base)
+    by_token = dict(zip(strings, counts.tolist()))
+    if subword is not None:
+        vocab = Vocab.build_subword(subword, by_token, data.lowercase)
+    else:
+        vocab = _vocabulary(by_token, data, base)
     dtype = np.uint16 if len(vocab) <= 65535 else np.int32
     table = np.array([vocab.index.get(t, 0) for t in strings], dtype=dtype)
 
@@ -383,8 +432,8 @@ def _write_prepared(config, base, sources, out_dir, provisional_path, index, tot
     itemsize = np.dtype(dtype).itemsize
 
     unk_tokens = int(counts[table == 0].sum())
-    val_chars = _text_chars(provisional[train_tokens:], strings, data.level)
     del provisional
+    train_chars, val_chars = _split_chars(ends_path, total_tokens, train_tokens)
     meta = {
         "format_version": FORMAT_VERSION,
         "settings": _settings(config, base),
@@ -395,18 +444,23 @@ def _write_prepared(config, base, sources, out_dir, provisional_path, index, tot
             "chars": total_chars,
             "train_tokens": train_tokens,
             "val_tokens": val_tokens,
+            "train_chars": train_chars,
             "val_chars": val_chars,
             "vocab_size": len(vocab),
             "unk_tokens": unk_tokens,
         },
     }
-    vocab_bytes = _vocab_json(vocab, dict(zip(strings, counts.tolist()))).encode("utf-8")
+    vocab_bytes = _vocab_json(vocab, by_token).encode("utf-8")
     write_bytes(out_dir / "vocab.json", vocab_bytes)
     meta["files"] = {
         "train.bin": {"bytes": train_tokens * itemsize, "crc32": train_crc},
         "val.bin": {"bytes": val_tokens * itemsize, "crc32": val_crc},
         "vocab.json": {"bytes": len(vocab_bytes), "crc32": crc32(vocab_bytes)},
     }
+    if subword is not None:
+        tokenizer_bytes = subword.json.encode("utf-8")
+        write_bytes(out_dir / TOKENIZER_FILE, tokenizer_bytes)
+        meta["files"][TOKENIZER_FILE] = {"bytes": len(tokenizer_bytes), "crc32": crc32(tokenizer_bytes)}
     meta["checksum"] = _meta_checksum(meta)
     write_json(out_dir / "meta.json", meta)  # written last, and it checks the others: a mix of two builds is refused
     console.info(
@@ -429,21 +483,17 @@ def _vocabulary(counts: dict[str, int], data, base: BaseVocab | None) -> Vocab:
     return grown
 
 
-def _text_chars(ids: np.ndarray, strings: list[str], level: str) -> int:
-    """Characters of the text made by the tokens after the first (the ones a model predicts).
+def _split_chars(ends_path: Path | None, total_tokens: int, train_tokens: int) -> tuple[int, int]:
+    """Characters of the text that the tokens after the first of each split predict (train, val).
 
-    Bits per character divides by this, so char and word models can be compared.
+    `ends_path` holds where every token ends in the text (int64); None at char level, where token i ends at i + 1.
     """
-    if len(ids) < 2:
-        return 0
-    if level == "char":
-        return len(ids) - 1
-    detokenizer = tokens.Detokenizer()
-    detokenizer.piece(strings[ids[0]])  # the first token is context only
-    total = 0
-    for start in range(1, len(ids), ID_CHUNK):
-        total += sum(len(detokenizer.piece(strings[i])) for i in ids[start : start + ID_CHUNK].tolist())
-    return total
+    if ends_path is None:
+        return train_tokens - 1, total_tokens - train_tokens - 1
+    ends = np.memmap(ends_path, dtype=np.int64, mode="r", shape=(total_tokens,))
+    chars = tokens.predicted_chars(ends[:train_tokens]), tokens.predicted_chars(ends[train_tokens:])
+    del ends
+    return chars
 
 
 def _vocab_json(vocab: Vocab, counts: dict[str, int]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnngen import console, tokens
+from rnngen import console
 from rnngen.config import SampleConfig
 from rnngen.errors import UserError
 from rnngen.model import RNNLM
@@ -173,7 +173,7 @@ def encode_seed(vocab: Vocab, seed: str | None, on_unknown: str = "error") -> li
     if seed is None or seed == "":
         start = "\n" if "\n" in vocab.index else vocab.tokens[min(1, len(vocab) - 1)]
         return [vocab.index[start]]
-    pieces = tokens.split(seed, vocab.level, vocab.lowercase)
+    pieces = vocab.split(seed)
     if not pieces:
         raise UserError(
             f"the seed text {seed!r} has no tokens at {vocab.level} level; give a seed with some text in it"
@@ -277,11 +277,10 @@ class Decoding:
         if options.repetition_penalty != 1.0:
             self.seen = torch.zeros(n, len(vocab), dtype=torch.bool, device=device)
         self.watches = [_StopWatch(options.stop) for _ in range(n)]
-        self.detokenizers = [tokens.Detokenizer() for _ in range(n)]
-        if vocab.level == "word":
-            for detokenizer in self.detokenizers:
-                for token in vocab.decode(seed_ids):
-                    detokenizer.piece(token)
+        self.detokenizers = [vocab.detokenizer() for _ in range(n)]
+        for detokenizer in self.detokenizers:  # spacing and partial characters continue from the seed
+            for token in vocab.decode(seed_ids):
+                detokenizer.piece(token)
         self.steps = 0
         self.started = time.monotonic()
 
@@ -316,7 +315,7 @@ class Decoding:
                 out.append("")
                 continue
             token = self.vocab.tokens[token_id]
-            piece = detokenizer.piece(token) if self.vocab.level == "word" else token
+            piece = detokenizer.piece(token)
             sample.tokens += 1
             sample.ids.append(token_id)
             sample.logprob_sum += logprob if math.isfinite(logprob) else 0.0
@@ -327,7 +326,7 @@ class Decoding:
 
     def finish(self) -> list[str]:
         """The text each sample still held back; the samples' texts are complete after this."""
-        out = [w.flush() for w in self.watches]
+        out = [w.add(d.flush()) + w.flush() if not w.done else "" for w, d in zip(self.watches, self.detokenizers)]
         for sample, watch in zip(self.samples, self.watches):
             sample.text = watch.text
         return out
@@ -390,7 +389,7 @@ def _repeat_state(state, n: int):
 
 
 def seed_text(vocab: Vocab, seed_ids: list[int]) -> str:
-    return tokens.join(vocab.decode(seed_ids), vocab.level)
+    return vocab.join(vocab.decode(seed_ids))
 
 
 def generate(

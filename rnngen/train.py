@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, console, distributed, finetune
+from rnngen import checkpoint, console, distributed, finetune, regularise
 from rnngen import config as config_module
 from rnngen.batches import TokenStreams
 from rnngen.config import Config
@@ -89,6 +89,7 @@ class TrainerState:
     last_val: dict | None = None
     last_train_loss: float | None = None
     hidden: list | None = None  # carried hidden state (tensors)
+    column: int = 0  # train.variable_bptt: next column of the streams (windows differ in length)
     embeddings: dict | None = None  # coverage of the pre-trained vectors the run started from
     init_from: dict | None = None  # the checkpoint a fine-tuning run started from (finetune.record)
     recent_bad_steps: int = 0  # non-finite steps with fewer than BAD_STEP_WINDOW good steps between them
@@ -178,14 +179,18 @@ def _config_for_resume(config: Config, previous: dict, resolve_again, path: Path
 
 
 class _LossModel(torch.nn.Module):
-    """model.loss as a forward(), so DistributedDataParallel and torch.compile can wrap it."""
+    """model.training_loss as a forward(), so DistributedDataParallel and torch.compile can wrap it.
 
-    def __init__(self, model):
+    Returns (objective, cross-entropy, state): the objective adds AR/TAR (train.ar_alpha, tar_beta).
+    """
+
+    def __init__(self, model, ar_alpha: float = 0.0, tar_beta: float = 0.0):
         super().__init__()
         self.model = model
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
 
     def forward(self, token_ids, targets, state=None):
-        return self.model.loss(token_ids, targets, state)
+        return self.model.training_loss(token_ids, targets, state, self.ar_alpha, self.tar_beta)
 
 
 class MetricsRecorder:
@@ -428,7 +433,9 @@ class Trainer:
             torch.manual_seed(t.seed + self.group.rank)
         self.autocast_dtype = _autocast_dtype(t.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
-        self.loss_model = _wrap_loss_model(self.model, self.group, self.device, t.compile)
+        self.loss_model = _wrap_loss_model(
+            _LossModel(self.model, t.ar_alpha, t.tar_beta), self.group, self.device, t.compile
+        )
         self.optimizer = make_optimizer(self.model, t)
         self.metrics = MetricsRecorder(paths.metrics)
         self.checkpoints = Checkpoints(self)
@@ -463,17 +470,16 @@ class Trainer:
         with _StopRequest() as stop_request:
             while True:
                 s.elapsed_s = time.monotonic() - session_start
-                reason = stop_reason(t, s, self.streams.windows, stop_request)
+                reason = stop_reason(t, s, self._epoch_progress(), stop_request)
                 if group.enabled and distributed.any_rank(group, reason is not None, self.device):
                     reason = reason or "another process stopped"  # all ranks stop at the same step
                 if reason:
                     break
                 # learning rate: a function of the step (and of time, for max_minutes runs)
                 lr = self._learning_rate()
-                for param_group in self.optimizer.param_groups:
-                    param_group["lr"] = lr
-                step_norms.append(self._step())  # forward, backward, clip, update (or skip) on the next window
-                self._advance()
+                norm, x = self._step(lr)  # forward, backward, clip, update (or skip) on the next window
+                step_norms.append(norm)
+                self._advance(x)
                 bar.update(1)
                 trained_until = time.monotonic()  # tokens/s counts training time, not evaluation or saving
                 if self._log_evaluate_save(lr, trained_until, bar, log_every_line):
@@ -497,11 +503,13 @@ class Trainer:
         t, s = self.config.train, self.state
         return learning_rate(t, s.step, schedule_progress(t, s.step, s.elapsed_s, self.streams.windows)) * s.lr_scale
 
-    def _step(self) -> float:
-        """One optimizer step on the next window of every stream; returns the gradient norm (before clipping)."""
+    def _step(self, lr: float) -> tuple[float, torch.Tensor]:
+        """One optimizer step on the next window of every stream: the gradient norm (before clipping) and the inputs."""
         t, s, group = self.config.train, self.state, self.group
         # batch: the next window of every stream; the state restarts with each epoch
-        x, y = self.streams.window(s.window, self.device)
+        x, y = self._next_window()
+        for param_group in self.optimizer.param_groups:  # a shorter window takes a smaller step (variable_bptt)
+            param_group["lr"] = regularise.scaled_lr(lr, x.size(1), t.seq_len)
         if t.reset_state or s.window == 0:
             self.hidden = None
         # forward and backward through this window only (truncated BPTT)
@@ -528,17 +536,7 @@ class Trainer:
             self.metrics.add_step(loss_value, norm_value, t.grad_clip is not None and norm_value > t.grad_clip)
         else:
             self.recovery.skip_step(loss_value, norm_value)
-        return norm_value
-
-    def _advance(self) -> None:
-        """Move the data position on by one window (of every rank's streams)."""
-        s, tokens = self.state, self.streams.tokens_per_window * self.group.world_size
-        s.step += 1
-        s.tokens += tokens
-        self.metrics.tokens += tokens
-        s.window += 1
-        if s.window >= self.streams.windows:
-            s.window, s.epoch = 0, s.epoch + 1
+        return norm_value, x
 
     def _log_evaluate_save(self, lr: float, trained_until: float, bar, log_every_line: bool) -> bool:
         """Evaluate, write a metrics row and save last.pt when their steps come; True if it evaluated."""
@@ -572,6 +570,36 @@ class Trainer:
         )
         return TrainResult(self.paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
 
+    def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (B, T) of the next window; T varies around seq_len with train.variable_bptt."""
+        t, s = self.config.train, self.state
+        if not t.variable_bptt:
+            return self.streams.window(s.window, self.device)
+        length = regularise.bptt_length(t.seq_len, t.seed, s.step)
+        return self.streams.span(s.column, min(length, self.streams.columns - s.column), self.device)
+
+    def _advance(self, x: torch.Tensor) -> None:
+        """Move the data position past this window (of every rank's streams); a new epoch starts at the end."""
+        s, tokens = self.state, x.numel() * self.group.world_size
+        s.step += 1
+        s.tokens += tokens
+        self.metrics.tokens += tokens
+        s.window += 1
+        if self.config.train.variable_bptt:
+            s.column += x.size(1)
+            done = s.column >= self.streams.columns
+        else:
+            done = s.window >= self.streams.windows
+        if done:
+            s.window, s.column, s.epoch = 0, 0, s.epoch + 1
+
+    def _epoch_progress(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        s, streams = self.state, self.streams
+        if self.config.train.variable_bptt:
+            return s.epoch + s.column / streams.columns
+        return s.epoch + s.window / streams.windows
+
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
         """Mean loss over the (B, T) window and the new state, gradients accumulated in the parameters.
 
@@ -591,8 +619,8 @@ class Trainer:
                 with torch.autocast(
                     self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
                 ):
-                    loss, state = self.loss_model(x[part], y[part], select_streams(self.hidden, part))
-                scaled = loss / k
+                    objective, loss, state = self.loss_model(x[part], y[part], select_streams(self.hidden, part))
+                scaled = objective / k
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.detach() / k
             states.append(state)
@@ -625,8 +653,7 @@ class Trainer:
         self.model.train()
 
     def _record(self, lr: float, scores: Scores | None, tokens_per_s: float) -> dict:
-        s = self.state
-        return self.metrics.record(s, s.epoch + s.window / self.streams.windows, lr, scores, tokens_per_s)
+        return self.metrics.record(self.state, self._epoch_progress(), lr, scores, tokens_per_s)
 
 
 def make_optimizer(model: torch.nn.Module, train_config):
@@ -637,14 +664,14 @@ def make_optimizer(model: torch.nn.Module, train_config):
     return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def stop_reason(train_config, state: TrainerState, windows_per_epoch: int, stop_request) -> str | None:
+def stop_reason(train_config, state: TrainerState, epochs: float, stop_request) -> str | None:
     """Why training should stop now (a signal or one of the stop rules), or None to go on."""
     t, s = train_config, state
     if stop_request.signal_name:
         return f"interrupted by {stop_request.signal_name}"
     if t.max_steps is not None and s.step >= t.max_steps:
         return f"reached max_steps {t.max_steps}"
-    if t.max_epochs is not None and s.epoch + s.window / windows_per_epoch >= t.max_epochs:
+    if t.max_epochs is not None and epochs >= t.max_epochs:
         return f"reached max_epochs {t.max_epochs:g}"
     if t.max_minutes is not None and s.elapsed_s >= t.max_minutes * 60:
         return f"reached max_minutes {t.max_minutes:g}"
@@ -655,9 +682,8 @@ def stop_reason(train_config, state: TrainerState, windows_per_epoch: int, stop_
     return None
 
 
-def _wrap_loss_model(model, group, device: torch.device, compile_model: bool) -> torch.nn.Module:
-    """model.loss as a module, wrapped in DistributedDataParallel and torch.compile when they are on."""
-    loss_model = _LossModel(model)
+def _wrap_loss_model(loss_model: _LossModel, group, device: torch.device, compile_model: bool) -> torch.nn.Module:
+    """The loss module, wrapped in DistributedDataParallel and torch.compile when they are on."""
     if group.enabled:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -5,21 +5,26 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
+from rnngen import tokens as tokenizing
+
 UNK = "<unk>"
 UNK_ID = 0
 
 
 @dataclass
 class Vocab:
-    """Token list where index = id; id 0 is always <unk>."""
+    """Token list where index = id; id 0 is always <unk>. At subword level `tokenizer` is the BPE
+    tokenizer's JSON text (every text splits into known tokens, so <unk> never comes from text)."""
 
     tokens: list[str]
     level: str
     lowercase: bool = False
+    tokenizer: str | None = None
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index = {token: i for i, token in enumerate(self.tokens)}
+        self.subword = tokenizing.Subword(self.tokenizer) if self.tokenizer else None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -40,7 +45,29 @@ class Vocab:
         """
         new = Vocab.build({t: c for t, c in counts.items() if t not in self.index}, self.level, min_freq=min_freq)
         room = len(new) - 1 if max_vocab is None else max(max_vocab - len(self), 0)
-        return Vocab([*self.tokens, *new.tokens[1 : 1 + room]], self.level, self.lowercase)
+        return Vocab([*self.tokens, *new.tokens[1 : 1 + room]], self.level, self.lowercase, self.subword)
+
+    @classmethod
+    def build_subword(cls, subword: tokenizing.Subword, counts: dict[str, int], lowercase: bool = False) -> Vocab:
+        """Every token of the BPE tokenizer, seen or not (a seed may use any), most frequent first."""
+        every = {t: counts.get(t, 0) for t in subword.vocabulary()}
+        kept = sorted((t for t in every if t != UNK), key=lambda t: (-every[t], t))
+        return cls([UNK, *kept], "subword", lowercase, subword.json)
+
+    def split(self, text: str) -> list[str]:
+        """Text -> token strings, with this vocabulary's level and tokenizer."""
+        return self.split_with_ends(text)[0]
+
+    def split_with_ends(self, text: str) -> tuple[list[str], list[int]]:
+        """Text -> token strings and where each ends in the text (see tokens.predicted_chars)."""
+        return tokenizing.split_with_ends(text, self.level, self.lowercase, self.subword)
+
+    def join(self, tokens: list[str]) -> str:
+        return tokenizing.join(tokens, self.level)
+
+    def detokenizer(self):
+        """A streaming detokenizer for sampled tokens: .piece(token) -> text, .flush()."""
+        return tokenizing.make_detokenizer(self.level)
 
     def encode(self, tokens: list[str]) -> list[int]:
         get = self.index.get
@@ -65,8 +92,9 @@ class Vocab:
         return out[:n]
 
     def to_dict(self) -> dict:
-        return {"tokens": list(self.tokens), "level": self.level, "lowercase": self.lowercase, "unk": UNK}
+        extra = {"tokenizer": self.tokenizer} if self.tokenizer else {}
+        return {"tokens": list(self.tokens), "level": self.level, "lowercase": self.lowercase, "unk": UNK, **extra}
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocab:
-        return cls(list(data["tokens"]), data["level"], bool(data.get("lowercase", False)))
+        return cls(list(data["tokens"]), data["level"], bool(data.get("lowercase", False)), data.get("tokenizer"))

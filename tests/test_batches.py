@@ -13,7 +13,7 @@ from rnngen.errors import DataError
 def test_windows_continue_each_stream_and_targets_are_shifted_by_one():
     ids = np.arange(25)
     streams = TokenStreams(ids, batch_size=4, seq_len=3)  # 24 predictions: 4 rows of 6 columns, 2 windows
-    assert streams.windows == 2 and streams.tokens_per_window == 12
+    assert streams.windows == 2 and streams.columns == 6
     x0, y0 = streams.window(0)
     x1, _ = streams.window(1)
     assert x0.dtype == torch.int64 and x0.shape == (4, 3)
