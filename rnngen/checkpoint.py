@@ -56,7 +56,8 @@ def save(path: str | Path, payload: dict, previous: str | Path | None = None) ->
     serialized in memory first, because torch.save reports a failed write (disk full, file too large,
     I/O error) as an opaque RuntimeError; a plain write names the cause.
     """
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnngen_version": __version__, **payload}
+    contents = {k: v for k, v in payload.items() if k != CHECKSUM}  # a loaded checkpoint saved again
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnngen_version": __version__, **contents}
     payload[CHECKSUM] = _digest(payload)
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -205,6 +205,14 @@ class RNNLM(nn.Module):
             return inputs, tuple(torch.cat(parts) for parts in zip(*states))
         return inputs, torch.cat(states)
 
+    def initial_state(self, batch_size: int, device=None):
+        """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm (layer-by-layer training needs it)."""
+        weight = self.rnn.weight_hh_l0
+        zeros = torch.zeros(
+            self.num_layers, batch_size, self.hidden_size, device=device or weight.device, dtype=weight.dtype
+        )
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
     def loss(self, token_ids: torch.Tensor, targets: torch.Tensor, state=None, reduction: str = "mean"):
         """Cross-entropy (nats per token) of predicting `targets` (B, T), and the new state."""
         loss, _, state = self.loss_and_outputs(token_ids, targets, state, reduction)

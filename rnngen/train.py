@@ -387,12 +387,53 @@ class Recovery:
             console.warn("the weights had diverged before any checkpoint; started again from the initial weights")
 
 
+class DataPosition:
+    """Where training is in the data: the next (B, T) window of the streams, moving past it, epochs done."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (B, T) of the next window; T varies around seq_len with train.variable_bptt."""
+        tr = self.trainer
+        t, s = tr.config.train, tr.state
+        if not t.variable_bptt:
+            return tr.streams.window(s.window, tr.device)
+        length = regularise.bptt_length(t.seq_len, t.seed, s.step)
+        return tr.streams.span(s.column, min(length, tr.streams.columns - s.column), tr.device)
+
+    def advance(self, x: torch.Tensor) -> None:
+        """Move past this window (of every rank's streams); a new epoch starts at the end of the streams."""
+        tr = self.trainer
+        s, tokens = tr.state, x.numel() * tr.group.world_size
+        s.step += 1
+        s.tokens += tokens
+        tr.metrics.tokens += tokens
+        s.window += 1
+        if tr.config.train.variable_bptt:
+            s.column += x.size(1)
+            done = s.column >= tr.streams.columns
+        else:
+            done = s.window >= tr.streams.windows
+        if done:
+            s.window, s.column, s.epoch = 0, 0, s.epoch + 1
+
+    def epochs(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        tr = self.trainer
+        s, streams = tr.state, tr.streams
+        if tr.config.train.variable_bptt:
+            return s.epoch + s.column / streams.columns
+        return s.epoch + s.window / streams.windows
+
+
 class Trainer:
     """One training run: __init__ sets it up (device, seeds, data, model, AMP, DDP, compile, optimizer,
     resume); run() steps until a stop rule fires.
 
-    Its collaborators each keep one job: MetricsRecorder (metrics.csv), Checkpoints (best.pt, last.pt
-    and resuming) and Recovery (non-finite steps); evaluation and the plateau schedule stay here.
+    Its collaborators each keep one job: DataPosition (the next window, epochs), MetricsRecorder
+    (metrics.csv), Checkpoints (best.pt, last.pt and resuming) and Recovery (non-finite steps);
+    evaluation and the plateau schedule stay here.
     """
 
     def __init__(self, config: Config, paths: RunPaths, previous: dict | None, group=None, device=None):
@@ -440,6 +481,7 @@ class Trainer:
         self.metrics = MetricsRecorder(paths.metrics)
         self.checkpoints = Checkpoints(self)
         self.recovery = Recovery(self)
+        self.position = DataPosition(self)
         if previous is not None:
             self.checkpoints.restore(previous)
         self.hidden = self.checkpoints.hidden_to_device(self.state.hidden)
@@ -470,7 +512,7 @@ class Trainer:
         with _StopRequest() as stop_request:
             while True:
                 s.elapsed_s = time.monotonic() - session_start
-                reason = stop_reason(t, s, self._epoch_progress(), stop_request)
+                reason = stop_reason(t, s, self.position.epochs(), stop_request)
                 if group.enabled and distributed.any_rank(group, reason is not None, self.device):
                     reason = reason or "another process stopped"  # all ranks stop at the same step
                 if reason:
@@ -479,7 +521,7 @@ class Trainer:
                 lr = self._learning_rate()
                 norm, x = self._step(lr)  # forward, backward, clip, update (or skip) on the next window
                 step_norms.append(norm)
-                self._advance(x)
+                self.position.advance(x)
                 bar.update(1)
                 trained_until = time.monotonic()  # tokens/s counts training time, not evaluation or saving
                 if self._log_evaluate_save(lr, trained_until, bar, log_every_line):
@@ -507,7 +549,7 @@ class Trainer:
         """One optimizer step on the next window of every stream: the gradient norm (before clipping) and the inputs."""
         t, s, group = self.config.train, self.state, self.group
         # batch: the next window of every stream; the state restarts with each epoch
-        x, y = self._next_window()
+        x, y = self.position.next_window()
         for param_group in self.optimizer.param_groups:  # a shorter window takes a smaller step (variable_bptt)
             param_group["lr"] = regularise.scaled_lr(lr, x.size(1), t.seq_len)
         if t.reset_state or s.window == 0:
@@ -570,36 +612,6 @@ class Trainer:
         )
         return TrainResult(self.paths.root, s.step, reason, s.best_val_loss, s.last_val, interrupted)
 
-    def _next_window(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets (B, T) of the next window; T varies around seq_len with train.variable_bptt."""
-        t, s = self.config.train, self.state
-        if not t.variable_bptt:
-            return self.streams.window(s.window, self.device)
-        length = regularise.bptt_length(t.seq_len, t.seed, s.step)
-        return self.streams.span(s.column, min(length, self.streams.columns - s.column), self.device)
-
-    def _advance(self, x: torch.Tensor) -> None:
-        """Move the data position past this window (of every rank's streams); a new epoch starts at the end."""
-        s, tokens = self.state, x.numel() * self.group.world_size
-        s.step += 1
-        s.tokens += tokens
-        self.metrics.tokens += tokens
-        s.window += 1
-        if self.config.train.variable_bptt:
-            s.column += x.size(1)
-            done = s.column >= self.streams.columns
-        else:
-            done = s.window >= self.streams.windows
-        if done:
-            s.window, s.column, s.epoch = 0, 0, s.epoch + 1
-
-    def _epoch_progress(self) -> float:
-        """Epochs done, with the fraction of the current one."""
-        s, streams = self.state, self.streams
-        if self.config.train.variable_bptt:
-            return s.epoch + s.column / streams.columns
-        return s.epoch + s.window / streams.windows
-
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor):
         """Mean loss over the (B, T) window and the new state, gradients accumulated in the parameters.
 
@@ -653,7 +665,7 @@ class Trainer:
         self.model.train()
 
     def _record(self, lr: float, scores: Scores | None, tokens_per_s: float) -> dict:
-        return self.metrics.record(self.state, self._epoch_progress(), lr, scores, tokens_per_s)
+        return self.metrics.record(self.state, self.position.epochs(), lr, scores, tokens_per_s)
 
 
 def make_optimizer(model: torch.nn.Module, train_config):
