@@ -64,7 +64,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def make(cwd: Path, *args: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+def make(cwd: Path, *args: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(["make", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
