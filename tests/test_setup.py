@@ -65,7 +65,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def make(cwd: Path, *args: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    """A fresh top-level make, also when the tests themselves run under `make test` (no MAKEFLAGS passed down)."""
+    env = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    command = ["make", "--no-print-directory", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
