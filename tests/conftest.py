@@ -90,3 +90,17 @@ def tiny_config(tmp_path: Path, corpus: Path, **sections) -> Path:
 def _isolated_cwd(tmp_path, monkeypatch):
     """Every test runs in its own directory, so runs/LATEST never leaks between tests."""
     monkeypatch.chdir(tmp_path)
+
+
+def train_char_and_word(root: Path, hidden_size: int, max_steps: int) -> dict[str, Path]:
+    """A tiny char model and word model on the learnable corpus: {"char": run dir, "word": run dir}."""
+    corpus = root / "corpus.txt"
+    corpus.write_text(learnable_text(), encoding="utf-8")
+    runs = {}
+    for level in ("char", "word"):
+        config = tiny_config(root / level, corpus, data={"level": level}, model={"hidden_size": hidden_size},
+                             train={"max_steps": max_steps, "eval_every": 60, "lr": 0.01})  # fmt: skip
+        result = run_cli("train", "--config", config)
+        assert result.exit_code == 0, result.stderr
+        runs[level] = root / level / "run"
+    return runs

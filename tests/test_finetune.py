@@ -2,6 +2,7 @@
 
 import hashlib
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,13 +129,18 @@ def test_min_freq_applies_to_the_new_texts_counts(tmp_path, sources):
 # --------------------------------------------------------------------------- the grown model keeps the source's scores
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_path, sources, tied):
-    source_dir = sources("full", tied)
+def source_model(source_dir: Path):
+    """The source run's best.pt: its payload and its model, in eval mode."""
     payload = checkpoint.load(source_dir / "best.pt")
     source = build_model(payload[checkpoint.MODEL_ARGS])
     source.load_state_dict(payload[checkpoint.MODEL_STATE])
-    source.eval()
+    return payload, source.eval()
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_path, sources, tied):
+    source_dir = sources("full", tied)
+    payload, source = source_model(source_dir)
     grown, vocab = grown_trainer(tmp_path, source_dir)
     old = len(payload[checkpoint.VOCAB]["tokens"])
     assert len(vocab) > old
@@ -153,10 +159,7 @@ def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_p
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_adaptive_output_keeps_cluster_scores_and_puts_new_tokens_in_the_last_cluster(tmp_path, sources, tied):
     source_dir = sources("adaptive", tied)
-    payload = checkpoint.load(source_dir / "best.pt")
-    source = build_model(payload[checkpoint.MODEL_ARGS])
-    source.load_state_dict(payload[checkpoint.MODEL_STATE])
-    source.eval()
+    payload, source = source_model(source_dir)
     grown, vocab = grown_trainer(tmp_path, source_dir)
     old = len(payload[checkpoint.VOCAB]["tokens"])
     ids = source_text_ids(payload)

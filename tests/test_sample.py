@@ -11,7 +11,7 @@ import torch
 from rnngen import api
 from rnngen.copying import CopyIndex
 from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p, penalise_repeats
-from tests.conftest import learnable_text, run_cli, tiny_config
+from tests.conftest import run_cli, tiny_config, train_char_and_word
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -19,17 +19,7 @@ README = Path(__file__).parent.parent / "README.md"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One char model and one word model, trained once for the whole module."""
-    root = tmp_path_factory.mktemp("models")
-    corpus = root / "corpus.txt"
-    corpus.write_text(learnable_text(), encoding="utf-8")
-    runs = {}
-    for level in ("char", "word"):
-        config = tiny_config(root / level, corpus, data={"level": level},
-                             model={"hidden_size": 64}, train={"max_steps": 120, "eval_every": 60, "lr": 0.01})  # fmt: skip
-        result = run_cli("train", "--config", config)
-        assert result.exit_code == 0, result.stderr
-        runs[level] = root / level / "run"
-    return runs
+    return train_char_and_word(tmp_path_factory.mktemp("models"), hidden_size=64, max_steps=120)
 
 
 def sample(run, *args, input=None):

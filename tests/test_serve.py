@@ -13,7 +13,7 @@ import threading
 import httpx
 import pytest
 
-from tests.conftest import learnable_text, run_cli, tiny_config
+from tests.conftest import run_cli, train_char_and_word
 
 
 class Server:
@@ -52,17 +52,7 @@ class Server:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A char model and a word model, trained once for the module."""
-    root = tmp_path_factory.mktemp("serve")
-    corpus = root / "corpus.txt"
-    corpus.write_text(learnable_text(), encoding="utf-8")
-    out = {}
-    for level in ("char", "word"):
-        config = tiny_config(root / level, corpus, data={"level": level},
-                             model={"hidden_size": 48}, train={"max_steps": 60, "eval_every": 60, "lr": 0.01})  # fmt: skip
-        result = run_cli("train", "--config", config)
-        assert result.exit_code == 0, result.stderr
-        out[level] = root / level / "run"
-    return out
+    return train_char_and_word(tmp_path_factory.mktemp("serve"), hidden_size=48, max_steps=60)
 
 
 @pytest.fixture(scope="module")
