@@ -47,7 +47,7 @@ REPLICA = {  # PyTorch examples/word_language_model, main.py defaults
 }  # fmt: skip
 OLD_HUNGER = {  # configs/hunger.yaml before issue 14
     "model": {"cell": "lstm", "embedding_dim": 512, "hidden_size": 512, "num_layers": 2, "dropout": 0.3,
-              "tie_weights": True, "output": "auto"},
+              "tie_weights": True, "output": "full"},  # auto chose full below 10,000 words then
     "train": {"batch_size": 32, "seq_len": 64, "lr": 0.002, "eval_every": 250, "save_every": 250},
 }  # fmt: skip
 CHAR_REGULARISERS = {"model": {"weight_drop": 0.1}, "train": {"variable_bptt": True}}

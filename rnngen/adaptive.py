@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ADAPTIVE_FROM = 10_000  # model.output auto: adaptive from this many tokens of vocabulary
+ADAPTIVE_FROM = 5_000  # model.output auto: adaptive from this many tokens of vocabulary (docs/embeddings.md)
 DIV_VALUE = 4  # each tail cluster projects h_t to a width this many times smaller than the one before
 MAX_HEAD_WORDS = 20_000
 

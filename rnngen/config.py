@@ -78,7 +78,7 @@ class ModelConfig:
     )
     embeddings_freeze: bool = setting(False, "keep the pre-trained embedding fixed during training")
     output: Literal["auto", "full", "adaptive"] = setting(
-        "auto", "full softmax, adaptive softmax (fast for big vocabularies), or auto: adaptive from 10,000 tokens"
+        "auto", "full softmax, adaptive softmax (fast for big vocabularies), or auto: adaptive from 5,000 tokens"
     )
     adaptive_cutoffs: tuple[int, ...] | None = setting(
         None,

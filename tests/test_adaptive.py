@@ -45,11 +45,11 @@ def test_default_cutoffs_follow_the_vocabulary_size():
         assert cutoffs and cutoffs[0] >= 1 and cutoffs[-1] < size and cutoffs == sorted(set(cutoffs))
 
 
-def test_auto_output_switches_to_adaptive_at_ten_thousand_tokens():
+def test_auto_output_switches_to_adaptive_at_five_thousand_tokens():
     model_config = resolve().model
-    assert model_args(model_config, 9_999)["output"] == "full"
-    args = model_args(model_config, 10_000)
-    assert args["output"] == "adaptive" and args["cutoffs"] == [1000, 5000]
+    assert model_args(model_config, 4_999)["output"] == "full"
+    args = model_args(model_config, 5_000)
+    assert args["output"] == "adaptive" and args["cutoffs"] == [500, 2500]
 
 
 @pytest.mark.parametrize("cutoffs", [(1,), (6, 20, 45), (30,)])
