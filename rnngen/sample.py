@@ -102,8 +102,21 @@ def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Ge
         return _finite(logits).argmax(dim=-1)  # greedy
     probs = final_probs(logits, options)  # (B, V)
     if generators is None:
-        return torch.multinomial(probs, 1).squeeze(-1)
-    return torch.cat([torch.multinomial(row[None], 1, generator=g)[0] for row, g in zip(probs, generators)])
+        uniforms = torch.rand(len(probs), dtype=torch.float64, device=probs.device)
+    else:  # one number per row from the row's own generator: cheap, unlike one multinomial call per row
+        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators])
+    return inverse_cdf(probs, uniforms)
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token of each row of probs (B, V) whose cumulative probability first passes uniforms (B,) in [0, 1).
+
+    Token v is drawn with probability probs[v] / sum(probs); a token of probability 0 never is.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # (B, V), float64 so that 100,000-token vocabularies keep their tails
+    picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(1)  # (B,)
+    last_possible = (probs > 0).cumsum(dim=-1).argmax(dim=-1)  # guards u * total rounding up to total
+    return torch.minimum(picked, last_possible)
 
 
 def final_probs(logits: torch.Tensor, options: DecodeOptions) -> torch.Tensor:

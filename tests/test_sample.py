@@ -10,7 +10,7 @@ import torch
 
 from rnngen import api
 from rnngen.copying import CopyIndex
-from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p, penalise_repeats
+from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p, inverse_cdf, penalise_repeats
 from tests.conftest import run_cli, tiny_config, train_char_and_word
 
 README = Path(__file__).parent.parent / "README.md"
@@ -218,6 +218,25 @@ def test_draw_survives_non_finite_scores():
     for options in (DecodeOptions(temperature=0), DecodeOptions(temperature=0.7, top_p=0.9, top_k=2)):
         drawn = draw(logits, options, [torch.Generator().manual_seed(0)] * 2)
         assert drawn.shape == (2,) and drawn[0] == 2 and 0 <= drawn[1] < 3
+
+
+def test_draws_follow_the_distribution_and_never_pick_an_impossible_token():
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.6, 0.3, 0.0])
+    uniforms = torch.rand(60_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    drawn = inverse_cdf(probs.expand(60_000, -1), uniforms)
+    counts = torch.bincount(drawn, minlength=6) / 60_000
+    assert counts[[0, 2, 5]].sum() == 0
+    assert torch.allclose(counts, probs, atol=0.01)
+    edges = torch.tensor([0.0, 1 - 2**-53], dtype=torch.float64)  # the smallest and largest uniforms
+    assert inverse_cdf(probs.expand(2, -1), edges).tolist() == [1, 4]
+
+
+def test_per_sample_generators_make_each_row_its_own_stream():
+    logits = torch.randn(3, 50)
+    options = DecodeOptions(temperature=1.0)
+    together = draw(logits, options, [torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    alone = [draw(logits[i : i + 1], options, [torch.Generator().manual_seed(7 + i)]).item() for i in range(3)]
+    assert together.tolist() == alone
 
 
 def test_cpu_stepper_matches_the_fused_modules():
