@@ -137,14 +137,18 @@ def source_model(source_dir: Path):
     return payload, source.eval()
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_path, sources, tied):
-    source_dir = sources("full", tied)
+def source_and_grown(tmp_path, source_dir: Path):
+    """The source model, the model grown from it, the grown vocabulary, the source's vocabulary size, and
+    token ids of the source's own text."""
     payload, source = source_model(source_dir)
     grown, vocab = grown_trainer(tmp_path, source_dir)
-    old = len(payload[checkpoint.VOCAB]["tokens"])
+    return source, grown, vocab, len(payload[checkpoint.VOCAB]["tokens"]), source_text_ids(payload)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_path, sources, tied):
+    source, grown, vocab, old, ids = source_and_grown(tmp_path, sources("full", tied))
     assert len(vocab) > old
-    ids = source_text_ids(payload)
     with torch.no_grad():
         before, _ = source(ids)
         after, _ = grown(ids)
@@ -158,11 +162,7 @@ def test_full_output_keeps_old_logits_and_gives_new_tokens_p_over_1_plus_p(tmp_p
 
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_adaptive_output_keeps_cluster_scores_and_puts_new_tokens_in_the_last_cluster(tmp_path, sources, tied):
-    source_dir = sources("adaptive", tied)
-    payload, source = source_model(source_dir)
-    grown, vocab = grown_trainer(tmp_path, source_dir)
-    old = len(payload[checkpoint.VOCAB]["tokens"])
-    ids = source_text_ids(payload)
+    source, grown, vocab, old, ids = source_and_grown(tmp_path, sources("adaptive", tied))
     with torch.no_grad():
         hidden, _ = source.features(ids)
         grown_hidden, _ = grown.features(ids)
