@@ -3,7 +3,7 @@
 Word counts follow Zipf's law, so a few thousand words make up most of any text. The vocabulary
 (ids sorted by frequency, <unk> first) is cut at `cutoffs` into a head of frequent words and tail
 clusters of rarer ones. The head scores its words plus one entry per cluster; a cluster scores
-its own words from a narrower projection of h_t (4x narrower per cluster). Then
+its own words, each from its own row, like a full softmax restricted to the cluster. Then
 
     p(w) = p_head(w)                     for a head word
     p(w) = p_head(cluster c) * p_c(w)    for a word of tail cluster c
@@ -12,6 +12,14 @@ which sums to 1 over the vocabulary. In training only the head and, at each posi
 target's own cluster are computed, so most positions pay for a small head matrix instead of
 the full V x H one (Grave et al., 2017, "Efficient softmax approximation for GPUs").
 `forward` gives the exact log-probabilities over the whole vocabulary, for sampling.
+
+Where a cluster's rows come from:
+  - tied (model.tie_weights, the default layout since issue 14): every word, head or tail, is
+    scored by its own embedding row, `h_t . e_w + b_w`. Rare words learn from being read in as
+    well as from being predicted, and the only approximation left is the split into clusters.
+  - untied, and checkpoints written before tied tails existed: cluster c first projects h_t to a
+    width DIV_VALUE^c times smaller, then scores its words from rows of that width. Cheaper to
+    store, but a rare word's row is learned only from the few times it is the target.
 """
 
 from __future__ import annotations
@@ -38,20 +46,25 @@ def default_cutoffs(vocab_size: int) -> list[int]:
 class AdaptiveSoftmax(nn.Module):
     """hidden states (..., H) -> exact log p(token) over the vocabulary (..., V), or the NLL of targets."""
 
-    def __init__(self, hidden_size: int, vocab_size: int, cutoffs: list[int]):
+    def __init__(self, hidden_size: int, vocab_size: int, cutoffs: list[int], tied_tails: bool = False):
         super().__init__()
         self.edges = [0, *cutoffs, vocab_size]  # cluster c holds ids edges[c] .. edges[c+1]-1; cluster 0 = head
         self.shortlist = cutoffs[0]
+        self.tied_tails = tied_tails
         clusters = len(cutoffs)
-        # head words: tie_weights points this at the embedding table (V, E), of which the first rows are used
-        self.word_weight = nn.Parameter(torch.empty(self.shortlist, hidden_size).uniform_(-0.1, 0.1))
+        # one row per head word (per word when the tails are tied); tie_weights points this at the embedding table
+        rows = vocab_size if tied_tails else self.shortlist
+        self.word_weight = nn.Parameter(torch.empty(rows, hidden_size).uniform_(-0.1, 0.1))
         self.cluster_weight = nn.Parameter(torch.empty(clusters, hidden_size).uniform_(-0.1, 0.1))
         self.bias = nn.Parameter(torch.zeros(self.shortlist + clusters))
-        self.tails = nn.ModuleList()
-        for c in range(1, clusters + 1):
-            width = max(1, hidden_size // DIV_VALUE**c)
-            size = self.edges[c + 1] - self.edges[c]
-            self.tails.append(nn.Sequential(nn.Linear(hidden_size, width, bias=False), nn.Linear(width, size)))
+        self.tails = nn.ModuleList()  # the projected tails' layers; empty when tied
+        if tied_tails:
+            self.tail_bias = nn.Parameter(torch.zeros(vocab_size - self.shortlist))  # b_w of every tail word
+        else:
+            for c in range(1, clusters + 1):
+                width = max(1, hidden_size // DIV_VALUE**c)
+                size = self.edges[c + 1] - self.edges[c]
+                self.tails.append(nn.Sequential(nn.Linear(hidden_size, width, bias=False), nn.Linear(width, size)))
         self.register_buffer("cutoffs", torch.tensor(cutoffs), persistent=False)
 
     def head_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -63,9 +76,9 @@ class AdaptiveSoftmax(nn.Module):
         """(..., H) -> (..., V) exact log-probabilities; log_softmax leaves them unchanged, like logits."""
         head = self.head_log_probs(hidden)  # (..., S + C)
         pieces = [head[..., : self.shortlist]]
-        for c, tail in enumerate(self.tails):
-            in_cluster = head[..., self.shortlist + c, None]  # (..., 1)
-            pieces.append(in_cluster + F.log_softmax(tail(hidden), dim=-1))  # (..., size of cluster)
+        for c in range(1, len(self.edges) - 1):
+            in_cluster = head[..., self.shortlist + c - 1, None]  # (..., 1)
+            pieces.append(in_cluster + F.log_softmax(self.tail_scores(c, hidden), dim=-1))  # (..., size of cluster)
         return torch.cat(pieces, dim=-1)
 
     def nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -73,11 +86,19 @@ class AdaptiveSoftmax(nn.Module):
         cluster = torch.bucketize(targets, self.cutoffs, right=True)  # (N,) 0 = head, c = tail cluster c
         head_target = torch.where(cluster == 0, targets, self.shortlist + cluster - 1)  # (N,)
         nll = -self.head_log_probs(hidden).gather(1, head_target[:, None]).squeeze(1)  # (N,)
-        for c, tail in enumerate(self.tails, start=1):
+        for c in range(1, len(self.edges) - 1):
             rows = (cluster == c).nonzero().squeeze(1)  # (n_c,) positions whose target is in cluster c
             if rows.numel() == 0:
                 continue
             local = (targets[rows] - self.edges[c])[:, None]  # (n_c, 1) ids within the cluster
-            tail_nll = -F.log_softmax(tail(hidden[rows]), dim=-1).gather(1, local).squeeze(1)  # (n_c,)
+            tail_nll = -F.log_softmax(self.tail_scores(c, hidden[rows]), dim=-1).gather(1, local).squeeze(1)  # (n_c,)
             nll = nll.index_add(0, rows, tail_nll)
         return nll
+
+    def tail_scores(self, c: int, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., size of cluster c): the unnormalised scores of tail cluster c's words."""
+        if not self.tied_tails:
+            return self.tails[c - 1](hidden)
+        first, end = self.edges[c], self.edges[c + 1]
+        bias = self.tail_bias[first - self.shortlist : end - self.shortlist]
+        return F.linear(hidden, self.word_weight[first:end], bias)

@@ -14,7 +14,8 @@ already placed those tokens:
     token I do not know", shared evenly. Every old token's probability is scaled by 1 / (1 + p),
     so old tokens keep their relative odds exactly.
   - adaptive softmax output: the new tokens join the last tail cluster, each with that cluster's
-    last (rarest) row and its bias minus ln(n). The head and the other clusters are unchanged; in
+    last (rarest) row and its bias minus ln(n). With tied tails that row is the rarest token's
+    embedding row, so the new tokens also read in as the rarest token. The head and the other clusters are unchanged; in
     the last cluster old tokens keep their scores, and the new ones together take q / (1 + q) of
     the cluster's share, q = the source's probability of the rarest token within the cluster.
   - input: the mean of the existing embedding rows plus small noise (EMBED_NOISE times the rows'
@@ -97,14 +98,18 @@ def grown_state(source: dict, args: dict, seed: int) -> dict:
         return state
     generator = torch.Generator().manual_seed(seed)
     tied_full = args["tie_weights"] and args["output"] == "full"
+    tied_tails = args.get("tied_tails", False)
     if args["input"] == "onehot":  # the input columns of the first layer's weights
         columns = state["rnn.weight_ih_l0"]
         state["rnn.weight_ih_l0"] = torch.cat([columns, _mean_plus_noise(columns.T, added, generator).T], dim=1)
-    elif not tied_full:
+    elif not (tied_full or tied_tails):
         table = state["embedding.weight"]
         state["embedding.weight"] = torch.cat([table, _mean_plus_noise(table, added, generator)])
-    if args["output"] == "adaptive":
-        last = len(args["cutoffs"]) - 1  # new ids are the highest: they fall in the last tail cluster
+    if tied_tails:  # new ids are the highest: they fall in the last tail cluster, scored by embedding rows
+        _append_copies(state, "embedding.weight", "head.tail_bias", -1, added)
+        state["head.word_weight"] = state["embedding.weight"]
+    elif args["output"] == "adaptive":
+        last = len(args["cutoffs"]) - 1
         prefix = f"head.tails.{last}.1."
         _append_copies(state, prefix + "weight", prefix + "bias", -1, added)
         if args["tie_weights"]:

@@ -56,6 +56,7 @@ def model_args(model_config, vocab_size: int) -> dict:
         "input": m.input,
         "output": output,
         "cutoffs": cutoffs,
+        **({"tied_tails": True} if m.tie_weights and output == "adaptive" else {}),  # absent: untied tails
         "freeze_embedding": m.embeddings_freeze,
         **regularise.model_args(m),
     }
@@ -113,6 +114,7 @@ class RNNLM(nn.Module):
         self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh",
         input="embedding", output="full", cutoffs=None, freeze_embedding=False, locked_dropout=False,
         dropout_input=None, dropout_hidden=None, dropout_output=None, embedding_dropout=0.0, weight_drop=0.0,
+        tied_tails=False,
     ):  # fmt: skip
         super().__init__()
         self.cell = cell
@@ -140,7 +142,7 @@ class RNNLM(nn.Module):
             self.hidden_dropout = regularise.LockedDropout(rates[1])
             self.__dict__["layer_shells"] = [regularise.layer_shell(self.rnn, k) for k in range(num_layers)]
         if self.adaptive:
-            self.head = AdaptiveSoftmax(hidden_size, vocab_size, cutoffs)
+            self.head = AdaptiveSoftmax(hidden_size, vocab_size, cutoffs, tied_tails)
         else:
             self.head = nn.Linear(hidden_size, vocab_size)
             nn.init.zeros_(self.head.bias)
@@ -148,7 +150,7 @@ class RNNLM(nn.Module):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
             self.embedding.weight.requires_grad_(not freeze_embedding)  # pre-trained vectors kept as they are
         if tie_weights:  # one matrix both reads tokens in and scores them out (Press & Wolf, 2017)
-            if self.adaptive:  # the head's frequent words use their embedding rows; tail clusters keep their own
+            if self.adaptive:  # every word's output row is its embedding row (before tied tails: head words only)
                 self.head.word_weight = self.embedding.weight
             else:
                 self.head.weight = self.embedding.weight

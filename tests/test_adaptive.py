@@ -86,15 +86,44 @@ def test_evaluator_total_is_the_exact_negative_log_likelihood():
     assert total == pytest.approx(expected, rel=1e-4)  # streams and windows carry the state exactly
 
 
-def test_tied_adaptive_head_shares_the_embedding_rows_of_its_words():
+@pytest.mark.parametrize("target", [3, 30, 50], ids=["head", "tail 2", "tail 3"])
+def test_tied_adaptive_output_shares_the_embedding_row_of_every_word(target):
     model = adaptive_model(tie_weights=True)
     assert model.head.word_weight is model.embedding.weight
-    x = torch.randint(4, VOCAB, (2, 5))  # token 3 is never an input ...
-    y = torch.full((2, 5), 3)  # ... only a target, so its embedding row learns through the output side alone
+    assert len(model.head.tails) == 0  # no separate tail projections: the embedding rows score the tails too
+    x = torch.randint(0, VOCAB, (2, 5))
+    x[x == target] = target + 1  # the target is never an input ...
+    y = torch.full((2, 5), target)  # ... only a target, so its embedding row learns through the output side alone
     loss, _ = model.loss(x, y)
     loss.backward()
-    assert model.embedding.weight.grad[3].abs().sum() > 0  # the output side reached the embedding row
+    assert model.embedding.weight.grad[target].abs().sum() > 0  # the output side reached the embedding row
     assert len(list(model.parameters())) == len({id(p) for p in model.parameters()})
+
+
+def test_tied_tail_cluster_is_a_full_softmax_over_its_words_times_the_cluster_probability():
+    """log p(w) = log p_head(cluster c) + log softmax_{v in c}(h . e_v + b_v), by hand for cluster 2 (ids 20..44)."""
+    model = adaptive_model(tie_weights=True)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p))  # biases away from zero, so that they are checked too
+        hidden = torch.randn(3, 16)
+        log_probs = model.head(hidden)  # (3, V)
+        scores = hidden @ model.embedding.weight[20:45].T + model.head.tail_bias[20 - 6 : 45 - 6]  # (3, 25)
+        in_cluster = model.head.head_log_probs(hidden)[:, 6 + 1]  # head entry of cluster 2, after 6 head words
+    expected = in_cluster[:, None] + scores.log_softmax(-1)
+    torch.testing.assert_close(log_probs[:, 20:45], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoints_from_before_tied_tails_keep_their_projected_tails():
+    """A tied adaptive model saved before tied tails existed has no tied_tails argument: it rebuilds as it was."""
+    overrides = ["model.output=adaptive", "model.adaptive_cutoffs=[6,20]", "model.tie_weights=true"]
+    config = resolve(None, [*overrides, "model.embedding_dim=32", "model.hidden_size=32"])
+    args = model_args(config.model, VOCAB)
+    assert args.pop("tied_tails") is True
+    old = build_model(args)
+    assert [tail[0].out_features for tail in old.head.tails] == [8, 2]  # hidden 32 / 4, then / 16
+    assert old.head.word_weight is old.embedding.weight
+    assert not hasattr(old.head, "tail_bias")
 
 
 def test_sampling_from_adaptive_keeps_to_top_k_and_top_p():
