@@ -154,10 +154,10 @@ def test_config_refuses_cutoffs_out_of_order_or_beyond_the_vocabulary():
         model_args(model_config, VOCAB)
 
 
-def test_cli_trains_samples_and_evaluates_a_tiny_adaptive_word_model(tmp_path, corpus):
-    config = tiny_config(
-        tmp_path, corpus, data={"level": "word"}, model={"output": "adaptive"}, train={"lr": 0.01, "max_steps": 40}
-    )
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_cli_trains_samples_and_evaluates_a_tiny_adaptive_word_model(tmp_path, corpus, tied):
+    model = {"output": "adaptive", "tie_weights": tied, "embedding_dim": 32}
+    config = tiny_config(tmp_path, corpus, data={"level": "word"}, model=model, train={"lr": 0.01, "max_steps": 40})
     trained = run_cli("train", "--config", config)
     assert trained.exit_code == 0, trained.stderr
     run = tmp_path / "run"
