@@ -14,7 +14,7 @@ the full V x H one (Grave et al., 2017, "Efficient softmax approximation for GPU
 `forward` gives the exact log-probabilities over the whole vocabulary, for sampling.
 
 Where a cluster's rows come from:
-  - tied (model.tie_weights, the default layout since issue 14): every word, head or tail, is
+  - tied (model.tie_weights; since issue 14): every word, head or tail, is
     scored by its own embedding row, `h_t . e_w + b_w`. Rare words learn from being read in as
     well as from being predicted, and the only approximation left is the split into clusters.
   - untied, and checkpoints written before tied tails existed: cluster c first projects h_t to a

@@ -14,10 +14,11 @@ already placed those tokens:
     token I do not know", shared evenly. Every old token's probability is scaled by 1 / (1 + p),
     so old tokens keep their relative odds exactly.
   - adaptive softmax output: the new tokens join the last tail cluster, each with that cluster's
-    last (rarest) row and its bias minus ln(n). With tied tails that row is the rarest token's
-    embedding row, so the new tokens also read in as the rarest token. The head and the other clusters are unchanged; in
-    the last cluster old tokens keep their scores, and the new ones together take q / (1 + q) of
-    the cluster's share, q = the source's probability of the rarest token within the cluster.
+    last (rarest) row and its bias minus ln(n); with tied tails that row is the rarest token's
+    embedding row, so the new tokens also read in as that token. The head and the other clusters
+    are unchanged; in the last cluster old tokens keep their scores, and the new ones together
+    take q / (1 + q) of the cluster's share, q = the source's probability of the rarest token
+    within the cluster.
   - input: the mean of the existing embedding rows plus small noise (EMBED_NOISE times the rows'
     standard deviation), so new tokens read in as an average token and differ from each other;
     one-hot models grow their first layer's input columns the same way. With tied weights and a
@@ -107,17 +108,16 @@ def grown_state(source: dict, args: dict, seed: int) -> dict:
         state["embedding.weight"] = torch.cat([table, _mean_plus_noise(table, added, generator)])
     if tied_tails:  # new ids are the highest: they fall in the last tail cluster, scored by embedding rows
         _append_copies(state, "embedding.weight", "head.tail_bias", -1, added)
-        state["head.word_weight"] = state["embedding.weight"]
     elif args["output"] == "adaptive":
         last = len(args["cutoffs"]) - 1
         prefix = f"head.tails.{last}.1."
         _append_copies(state, prefix + "weight", prefix + "bias", -1, added)
-        if args["tie_weights"]:
-            state["head.word_weight"] = state["embedding.weight"]
     else:
         _append_copies(state, "head.weight", "head.bias", UNK_ID, added)
         if tied_full:
             state["embedding.weight"] = state["head.weight"]
+    if args["tie_weights"] and args["output"] == "adaptive":  # the head's rows are the (grown) embedding table
+        state["head.word_weight"] = state["embedding.weight"]
     return state
 
 
