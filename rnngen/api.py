@@ -125,11 +125,13 @@ class Model:
             "num_layers": self.model_args.get("num_layers"),
             "hidden_size": self.model_args.get("hidden_size"),
             "embedding_dim": self.model_args.get("embedding_dim"),
+            "tie_weights": self.model_args.get("tie_weights"),
             "order": self.model_args.get("order"),
             "stored_ngrams": summary.get("stored_ngrams"),
             "input": self.model_args.get("input"),
             "output": self.model_args.get("output"),
             "adaptive_cutoffs": self.model_args.get("cutoffs"),
+            "adaptive_tails": self._tail_layout(),
             "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
             "init_from": describe_record(summary["init_from"]) if summary.get("init_from") else None,
             "parameters": count_parameters(self.module),
@@ -144,6 +146,12 @@ class Model:
             "rnngen_version": self.payload.get("rnngen_version"),
             "config": self.config.to_dict(),
         }
+
+    def _tail_layout(self) -> str | None:
+        """How the adaptive softmax scores its tail clusters: "tied" (embedding rows) or "projected"; None if full."""
+        if self.model_args.get("output") != "adaptive":
+            return None
+        return "tied" if self.model_args.get("tied_tails") else "projected"
 
     def _unk_counts(self) -> dict:
         """<unk> tokens in the prepared text and their share; None for checkpoints that did not record them."""

@@ -164,6 +164,7 @@ def test_cli_trains_samples_and_evaluates_a_tiny_adaptive_word_model(tmp_path, c
 
     info = json.loads(run_cli("info", run, "--json").stdout)
     assert info["output"] == "adaptive" and info["adaptive_cutoffs"] == default_cutoffs(info["vocab_size"])
+    assert info["tie_weights"] is tied and info["adaptive_tails"] == ("tied" if tied else "projected")
     assert info["val_loss"] < 2.5  # it learned: an untrained model scores about ln(19 tokens) = 2.9 or worse
 
     def sample(*options):
