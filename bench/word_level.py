@@ -7,7 +7,8 @@ validation; every arm trains for the same wall time on the same machine, one aft
       200, SGD lr 20 (no momentum, no weight decay), clip 0.25, dropout 0.2, BPTT 35, batch 20,
       lr / 4 when the validation loss stops improving (evaluated once per epoch);
   (b) configs/hunger.yaml as it was before issue 14 (2x512 tied, dropout 0.3, AdamW);
-  (c) configs/hunger.yaml now (the AWD-LSTM regularisers);
+  (c) configs/hunger.yaml now (the AWD-LSTM regularisers and a cache pointer; its network alone
+      is reported too);
   (d) configs/novel_subword.yaml (byte-level BPE, 4,000 tokens).
 The word arms share one vocabulary (words seen once are <unk>), so only the recipe differs.
 Reported: best validation bits per character (total bits / characters of the original text
@@ -77,8 +78,13 @@ def _measure(config: Path, seed: str) -> dict:
     speeds = [float(r["tokens_per_s"]) for r in rows if r["tokens_per_s"]]
     model = api.load(run_dir / "best.pt")
     (sample,) = model.sample(seed, length=300, random_seed=0, temperature=0.8, on_unknown="skip")
+    network_only = {}
+    if model.info()["cache"]:  # what the network alone scores, scored as in training
+        eval_rows = model.config.train.eval_batch_size
+        network_only = {"best_val_bpc_without_cache": round(model.evaluate(None, eval_rows, use_cache=False).bpc, 4)}
     return {
         "best_val_bpc": round(float(best["val_bpc"]), 4),
+        **network_only,
         "best_val_loss": round(float(best["val_loss"]), 4),
         "best_at_epoch": float(best["epoch"]),
         "epochs": float(rows[-1]["epoch"]),

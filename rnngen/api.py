@@ -11,13 +11,14 @@ The command line uses the same functions, so both behave alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from rnngen import checkpoint, tokens
+from rnngen import cache, checkpoint, tokens
 from rnngen import config as config_module
 from rnngen.embeddings import describe as describe_coverage
 from rnngen.errors import CheckpointError, DataError
@@ -82,16 +83,20 @@ class Model:
 
     # ----------------------------------------------------------------------- evaluation
 
-    def evaluate(self, text: str | None = None, batch_size: int = 1) -> Scores:
-        """Scores on `text`, or on the model's own validation split when text is None."""
-        ids, chars, _ = self.encode_text(text) if text is not None else self.validation_ids()
-        return self.evaluate_ids(ids, chars, batch_size)
+    def evaluate(self, text: str | None = None, batch_size: int = 1, use_cache: bool = True) -> Scores:
+        """Scores on `text`, or on the model's own validation split when text is None.
 
-    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 1) -> Scores:
+        use_cache=False scores a model with a cache pointer (model.cache_size) by its network alone.
+        """
+        ids, chars, _ = self.encode_text(text) if text is not None else self.validation_ids()
+        return self.evaluate_ids(ids, chars, batch_size, use_cache)
+
+    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 1, use_cache: bool = True) -> Scores:
         if len(ids) < 2:
             raise DataError("the text to evaluate has fewer than 2 tokens; give more text")
         seq_len = min(self.config.train.seq_len, 256)
-        return evaluate_stream(self.module, ids, chars, batch_size, seq_len, self.device)
+        with contextlib.nullcontext() if use_cache else cache.disabled(self.module):
+            return evaluate_stream(self.module, ids, chars, batch_size, seq_len, self.device)
 
     def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
         """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
@@ -132,6 +137,7 @@ class Model:
             "output": self.model_args.get("output"),
             "adaptive_cutoffs": self.model_args.get("cutoffs"),
             "adaptive_tails": self._tail_layout(),
+            "cache": self.model_args.get("pointer"),
             "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
             "init_from": describe_record(summary["init_from"]) if summary.get("init_from") else None,
             "parameters": count_parameters(self.module),

@@ -294,8 +294,10 @@ def _report_copying(copy_index, sample, number: int) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Parallel streams the text is folded into (1 = one pass in order, exact; more = faster).")  # fmt: skip
+@click.option("--cache/--no-cache", "use_cache", default=True, show_default=True,
+              help="Score with the model's cache pointer when it has one (model.cache_size); --no-cache: the network alone.")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
-def evaluate(checkpoints, data_path, as_json, batch_size, device):
+def evaluate(checkpoints, data_path, as_json, batch_size, use_cache, device):
     """Loss, perplexity and bits per character of one or more checkpoints.
 
     \b
@@ -313,7 +315,7 @@ def evaluate(checkpoints, data_path, as_json, batch_size, device):
             ids, chars, unknown = model.validation_ids()
         else:
             ids, chars, unknown = model.encode_text(text)
-        scores = model.evaluate_ids(ids, chars, batch_size)
+        scores = model.evaluate_ids(ids, chars, batch_size, use_cache)
         rows.append({"checkpoint": str(model.path), **scores.to_dict(), "unk_tokens": unknown,
                      "oov_rate": unknown / max(len(ids), 1)})  # fmt: skip
     rows.sort(key=lambda r: r["bpc"])

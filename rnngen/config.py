@@ -104,6 +104,12 @@ class ModelConfig:
         0.0, "DropConnect on each layer's hidden-to-hidden matrix, one mask per forward pass (training only)",
         min=0, below=1,
     )  # fmt: skip
+    cache_size: int = setting(
+        0, "continuous cache pointer: scoring and sampling also draw on the last N (output, next token) pairs; 0 = off",
+        min=0,
+    )  # fmt: skip
+    cache_theta: float = setting(1.0, "cache pointer: how sharply the present output is matched to cached ones", min=0)
+    cache_lambda: float = setting(0.1, "cache pointer: the share of the probability that the cache gives", above=0, below=1)
 
 
 @dataclass(frozen=True)
@@ -561,6 +567,8 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
         problems.append("model.embedding_dropout needs model.input: embedding (one-hot input has no embedding table)")
     if m.embeddings_freeze and not m.embeddings_path:
         problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
+    if m.cache_size and m.cell == "ngram":
+        problems.append("model.cache_size needs a recurrent cell (the cache matches hidden outputs; ngram has none)")
     cutoffs = m.adaptive_cutoffs
     if cutoffs is not None:
         if not cutoffs or cutoffs[0] < 1 or any(a >= b for a, b in zip(cutoffs, cutoffs[1:])):

@@ -2,7 +2,8 @@
 
 The hidden state runs through the text in order, as in training: the stream is folded into
 parallel rows, each row is read window by window with its state carried, and a leftover tail
-continues the last row. Every token after the first is predicted exactly once.
+continues the last row. Every token after the first is predicted exactly once. A model with a
+cache pointer (rnngen.cache) scores with it, one cache per row, carried like the state.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from rnngen import cache
 from rnngen.batches import evaluation_blocks, to_tensor
 from rnngen.state import detach_state, select_streams
 
@@ -57,18 +59,18 @@ def total_loss(
         rows = slice(rank * batch_size, (rank + 1) * batch_size)
         inputs, targets = inputs[rows], targets[rows]
         tail = tail if rank == world - 1 else None
-    total = 0.0
-    state = None
+    total, state, memory = 0.0, None, cache.new_memory(model, inputs.shape[0])
     for start in range(0, inputs.shape[1], seq_len):
         x = to_tensor(inputs[:, start : start + seq_len], device)
         y = to_tensor(targets[:, start : start + seq_len], device)
-        loss, state = model.loss(x, y, state, reduction="sum")
+        loss, state, memory = _score(model, x, y, state, memory)
         total += loss.item()
         state = detach_state(state)
     count = inputs.size
     if tail is not None:
         state = select_streams(state, slice(-1, None)) if state is not None else None
-        tail_loss, _ = model.loss(to_tensor(tail[0], device), to_tensor(tail[1], device), state, reduction="sum")
+        memory = memory.rows(slice(-1, None)) if memory is not None else None
+        tail_loss, _, _ = _score(model, to_tensor(tail[0], device), to_tensor(tail[1], device), state, memory)
         total += tail_loss.item()
         count += tail[0].size
     model.train(was_training)
@@ -77,6 +79,14 @@ def total_loss(
 
         total, count = sum_over_ranks(group, [total, float(count)], device)
     return total, int(count)
+
+
+def _score(model, inputs, targets, state, memory):
+    """Summed nats of one window, the new state, and the new cache memory (None without a cache)."""
+    if memory is not None:
+        return cache.score_window(model, inputs, targets, state, memory)
+    loss, state = model.loss(inputs, targets, state, reduction="sum")
+    return loss, state, None
 
 
 def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, seq_len: int, device, group=None) -> Scores:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import console, regularise
+from rnngen import cache, console, regularise
 from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
 from rnngen.errors import ConfigError
 from rnngen.ngram import NgramLM
@@ -59,6 +59,7 @@ def model_args(model_config, vocab_size: int) -> dict:
         **({"tied_tails": True} if m.tie_weights and output == "adaptive" else {}),  # absent: untied tails
         "freeze_embedding": m.embeddings_freeze,
         **regularise.model_args(m),
+        **cache.model_args(m),
     }
 
 
@@ -114,9 +115,10 @@ class RNNLM(nn.Module):
         self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh",
         input="embedding", output="full", cutoffs=None, freeze_embedding=False, locked_dropout=False,
         dropout_input=None, dropout_hidden=None, dropout_output=None, embedding_dropout=0.0, weight_drop=0.0,
-        tied_tails=False,
+        tied_tails=False, pointer=None,
     ):  # fmt: skip
         super().__init__()
+        self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring and sampling only
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
