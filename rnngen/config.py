@@ -109,7 +109,9 @@ class ModelConfig:
         min=0,
     )  # fmt: skip
     cache_theta: float = setting(1.0, "cache pointer: how sharply the present output is matched to cached ones", min=0)
-    cache_lambda: float = setting(0.1, "cache pointer: the share of the probability that the cache gives", above=0, below=1)
+    cache_lambda: float = setting(
+        0.1, "cache pointer: the share of the probability that the cache gives", above=0, below=1
+    )
 
 
 @dataclass(frozen=True)
