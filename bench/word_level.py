@@ -81,7 +81,11 @@ def _measure(config: Path, seed: str) -> dict:
     network_only = {}
     if model.info()["cache"]:  # what the network alone scores, scored as in training
         eval_rows = model.config.train.eval_batch_size
-        network_only = {"best_val_bpc_without_cache": round(model.evaluate(None, eval_rows, use_cache=False).bpc, 4)}
+        alone = model.evaluate(None, eval_rows, use_cache=False)
+        network_only = {
+            "best_val_bpc_without_cache": round(alone.bpc, 4),
+            "best_val_loss_without_cache": round(alone.loss, 4),
+        }
     return {
         "best_val_bpc": round(float(best["val_bpc"]), 4),
         **network_only,

@@ -169,9 +169,10 @@ def run(model, token_ids: torch.Tensor, state, memory: Memory, **step_kwargs):
     up with the tokens after them, and the last output waits for the token drawn next.
     """
     outputs, state = model.features(token_ids, state, **step_kwargs)  # (B, T, H)
-    pairs_from = outputs[:, :-1] if memory.pending is None else torch.cat([memory.pending[:, None], outputs[:, :-1]], 1)
-    paired = token_ids[:, -pairs_from.size(1) :] if pairs_from.size(1) else token_ids[:, :0]
-    memory = memory.push(pairs_from, paired)
+    keys = outputs[:, :-1]  # each output but the last, paired with the token fed after it
+    if memory.pending is not None:
+        keys = torch.cat([memory.pending[:, None], keys], dim=1)
+    memory = memory.push(keys, token_ids[:, token_ids.size(1) - keys.size(1) :])
     memory.pending = outputs[:, -1]
     logprobs = F.log_softmax(model.head(outputs[:, -1]), dim=-1)  # adaptive heads give log-probs already
     return next_logprobs(model.pointer, memory, logprobs, outputs[:, -1]), state, memory
