@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rnngen import console
-from rnngen.cache import Memory
-from rnngen.sample import Decoding, advance, choose, fast_steps, final_probs, warm
+from rnngen.sample import Decoding, choose, fast_steps, final_probs, warm
 from rnngen.state import join_streams, select_streams
 from rnngen.vocab import Vocab
 
@@ -50,7 +49,6 @@ class Job:
     # the worker's own, while the job runs:
     logits: torch.Tensor | None = None  # (N, V) scores of each sample's next token
     state: object = None
-    memory: Memory | None = None  # the cache pointer's, when the model has one
     next_ids: torch.Tensor | None = None
 
     @property
@@ -157,7 +155,7 @@ class Batcher:
     def _warm(self, job: Job) -> None:
         self.active.append(job)
         self.active.sort(key=lambda j: j.key)  # groups of equal options side by side
-        job.logits, job.state, job.memory = warm(self.model, job.seed_ids, job.rows, self.device)
+        job.logits, job.state = warm(self.model, job.seed_ids, job.rows, self.device)
         job.decoding.started = time.monotonic()
 
     def _set_threads(self) -> None:
@@ -186,14 +184,11 @@ class Batcher:
         if not self.active:
             return
         ids = torch.cat([j.next_ids for j in self.active])[:, None]  # (R, 1)
-        memory = Memory.join([j.memory for j in self.active]) if self.active[0].memory is not None else None
-        state = join_streams([j.state for j in self.active])
-        logits, state, memory = advance(self.model, ids, state, memory, **self._steps)
+        logits, state = self.model(ids, join_streams([j.state for j in self.active]), **self._steps)
         start = 0
         for job in self.active:
             rows = slice(start, start + job.rows)
-            job.logits, job.state = logits[rows], select_streams(state, rows)
-            job.memory = memory.rows(rows) if memory is not None else None
+            job.logits, job.state = logits[rows, -1], select_streams(state, rows)
             start += job.rows
 
     def _draw(self, group: list[Job], events: list[Event]) -> None:

@@ -10,9 +10,13 @@ Predicting the next token from h_t:
 
 The names and topic words of a novel come back within a few hundred words; the softmax over the
 whole vocabulary can only learn how likely a name is on average, the cache knows it was just
-said. Nothing is trained: scoring (evaluation, validation) and sampling use the cache with the
-network as trained. While the cache is empty, p = p_model. Each row of a batch (a stream of
-text, or a sample) has its own cache.
+said. Nothing is trained: scoring (evaluation, validation) uses the cache with the network as
+trained. While the cache is empty, p = p_model. Each row of a batch (a stream of text) has its
+own cache.
+
+Sampling does not use it: drawn from, the mixture gave measurably worse text (docs/word-level.md).
+It hedges every prediction with recent tokens, which lowers the loss of text that exists, but a
+sample then draws a recent token in place of the right one about lambda of the time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 EMPTY = -1  # the token of an unused cache slot
 
@@ -64,41 +67,18 @@ def disabled(model):
 
 @dataclass
 class Memory:
-    """The cache of every row: keys (B, M, H), the token after each key (B, M; EMPTY where unused), and
-    the newest output (B, H) whose next token is not known yet (None at the start)."""
+    """The cache of every row: keys (B, M, H) and the token after each key (B, M; EMPTY where unused)."""
 
     keys: torch.Tensor
     values: torch.Tensor
-    pending: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, rows: int, pointer: Pointer, hidden_size: int, like: torch.Tensor) -> Memory:
         keys = like.new_zeros(rows, pointer.size, hidden_size)
         return cls(keys, torch.full((rows, pointer.size), EMPTY, dtype=torch.long, device=like.device))
 
-    def push(self, keys: torch.Tensor, values: torch.Tensor) -> Memory:
-        """The memory with (B, T) more pairs at the end, the oldest ones dropped."""
-        size = self.values.size(1)
-        keys = torch.cat([self.keys, keys], dim=1)[:, -size:]
-        return Memory(keys, torch.cat([self.values, values], dim=1)[:, -size:], self.pending)
-
     def rows(self, rows) -> Memory:
-        pending = None if self.pending is None else self.pending[rows]
-        return Memory(self.keys[rows], self.values[rows], pending)
-
-    def repeat(self, n: int) -> Memory:
-        pending = None if self.pending is None else self.pending.repeat_interleave(n, dim=0)
-        return Memory(self.keys.repeat_interleave(n, dim=0), self.values.repeat_interleave(n, dim=0), pending)
-
-    @staticmethod
-    def join(memories: list[Memory]) -> Memory:
-        """Memories of consecutive row blocks as one: the inverse of rows()."""
-        pending = [m.pending for m in memories]
-        return Memory(
-            torch.cat([m.keys for m in memories]),
-            torch.cat([m.values for m in memories]),
-            None if any(p is None for p in pending) else torch.cat(pending),
-        )
+        return Memory(self.keys[rows], self.values[rows])
 
 
 def new_memory(model, rows: int) -> Memory | None:
@@ -144,14 +124,6 @@ def target_logprobs(
     return mixed, Memory(keys[:, -size:], values[:, -size:])
 
 
-def next_logprobs(pointer: Pointer, memory: Memory, logprobs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """Sampling: the distribution (B, V) of the next token with the cache, from the network's (B, V) and h_t (B, H)."""
-    visible = (memory.values != EMPTY)[:, None, :]  # (B, 1, M)
-    weights = _attention(hidden[:, None], memory.keys, visible, pointer.theta)[:, 0]  # (B, M)
-    cache_probs = torch.zeros_like(logprobs).scatter_add_(1, memory.values.clamp(min=0), weights)
-    return _mix(logprobs, cache_probs, pointer.lam, visible[:, 0].any(-1, keepdim=True))
-
-
 # --------------------------------------------------------------------------- with a model
 
 
@@ -160,19 +132,3 @@ def score_window(model, inputs, targets, state, memory: Memory):
     nll, (outputs, _), state = model.loss_and_outputs(inputs, targets, state, reduction="none")
     logprobs, memory = target_logprobs(model.pointer, memory, -nll.view(targets.shape), outputs, targets)
     return -logprobs.sum(), state, memory
-
-
-def run(model, token_ids: torch.Tensor, state, memory: Memory, **step_kwargs):
-    """Feed tokens (B, T) while generating: log p of the next token (B, V) with the cache, the state and memory.
-
-    The first token fed is the one that followed the pending output; the outputs of this call pair
-    up with the tokens after them, and the last output waits for the token drawn next.
-    """
-    outputs, state = model.features(token_ids, state, **step_kwargs)  # (B, T, H)
-    keys = outputs[:, :-1]  # each output but the last, paired with the token fed after it
-    if memory.pending is not None:
-        keys = torch.cat([memory.pending[:, None], keys], dim=1)
-    memory = memory.push(keys, token_ids[:, token_ids.size(1) - keys.size(1) :])
-    memory.pending = outputs[:, -1]
-    logprobs = F.log_softmax(model.head(outputs[:, -1]), dim=-1)  # adaptive heads give log-probs already
-    return next_logprobs(model.pointer, memory, logprobs, outputs[:, -1]), state, memory

@@ -3,8 +3,6 @@
 Each step feeds only the newest token and the carried state (never the whole history), turns
 the logits into a distribution (no `<unk>` unless allowed, repetition penalty, temperature,
 top-k, top-p) and draws from it. Several samples run together as one batch, sharing the warmed seed state.
-A model with a cache pointer mixes in the tokens that followed similar states in the seed and the
-sample so far (rnngen.cache), each sample with its own cache.
 """
 
 from __future__ import annotations
@@ -19,8 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rnngen import cache, console
-from rnngen.cache import Memory
+from rnngen import console
 from rnngen.config import SampleConfig
 from rnngen.errors import UserError
 from rnngen.model import RNNLM
@@ -348,25 +345,12 @@ class Decoding:
         return out
 
 
-def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Tensor, object, Memory | None]:
-    """Run the model over the seed once: the logits (N, V) of the first token, the state and the cache
-    memory (None without a cache pointer), for N samples."""
+def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Tensor, object]:
+    """Run the model over the seed once: the logits (N, V) of the first token and the state, for N samples."""
     seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=device)  # (1, S)
     with native_rnn_kernels(device):
-        logits, state, memory = advance(model, seed_tensor, None, cache.new_memory(model, 1))
-    memory = memory.repeat(num_samples) if memory is not None else None
-    return logits.expand(num_samples, -1), _repeat_state(state, num_samples), memory
-
-
-def advance(model, token_ids: torch.Tensor, state, memory: Memory | None, **step_kwargs):
-    """Feed tokens (N, T): the logits (N, V) of the next token, the state and the cache memory after them.
-
-    With a cache pointer (rnngen.cache) the logits are the log-probabilities of the mixture.
-    """
-    if memory is None:
-        logits, state = model(token_ids, state, **step_kwargs)  # (N, T, V)
-        return logits[:, -1], state, None
-    return cache.run(model, token_ids, state, memory, **step_kwargs)
+        logits, state = model(seed_tensor, None)
+    return logits[:, -1].expand(num_samples, -1), _repeat_state(state, num_samples)
 
 
 def fast_steps(model, device) -> dict:
@@ -400,13 +384,14 @@ class Generation:
         step_kwargs = fast_steps(model, device)
         if step_kwargs and self.options.num_samples == 1:  # one sample: the matrices are too small to share
             stack.enter_context(_torch_threads(1))
-        logits, state, memory = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
+        logits, state = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():
             next_ids, logprobs, _ = decoding.choose(logits)
             yield decoding.record(next_ids.tolist(), logprobs.tolist())
-            if decoding.more():  # one step, state (and cache) carried
-                logits, state, memory = advance(model, next_ids[:, None], state, memory, **step_kwargs)
+            if decoding.more():
+                logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
+                logits = logits[:, -1]
         yield decoding.finish()
 
 
