@@ -43,16 +43,11 @@ def test_mixture_equals_a_hand_computation():
     assert after.values.tolist() == [[7, 4]] and torch.equal(after.keys[0], hidden[0, 1:])  # the newest two pairs
 
 
-def test_evaluation_with_the_cache_equals_a_token_by_token_computation(run):
-    model = api.load(run / "best.pt")
-    text = "anna met carl . dora saw anna . bob met dora . carl saw bob . anna met bob ." * 3
-    ids, chars, _ = model.encode_text(text)
-    scores = model.evaluate_ids(ids, chars, batch_size=1)
-    net = model.module.eval()
+def _nats_token_by_token(net, ids) -> float:
+    """-sum log p of a stream with the cache, computed one token at a time from the definition."""
     pointer = net.pointer
     with torch.no_grad():
-        x = torch.tensor(ids[None, :-1])
-        outputs, _ = net.features(x)  # (1, N-1, H): the whole stream in one pass
+        outputs, _ = net.features(torch.tensor(ids[None, :-1]))  # (1, N-1, H): the whole stream in one pass
         logprobs = torch.log_softmax(net.head(outputs), dim=-1)[0]
     total = 0.0
     for t, target in enumerate(ids[1:]):
@@ -64,8 +59,25 @@ def test_evaluation_with_the_cache_equals_a_token_by_token_computation(run):
             p_cache = sum(w.item() for w, j in zip(weights, recent) if ids[j + 1] == target)
             p = (1 - pointer.lam) * p + pointer.lam * p_cache
         total -= math.log(p)
-    assert scores.tokens == len(ids) - 1
-    assert scores.loss == pytest.approx(total / scores.tokens, rel=1e-5)
+    return total
+
+
+def test_evaluation_with_the_cache_equals_a_token_by_token_computation(run):
+    model = api.load(run / "best.pt")
+    text = "anna met carl . dora saw anna . bob met dora . carl saw bob . anna met bob ." * 3
+    ids, chars, _ = model.encode_text(text)
+    net = model.module.eval()
+    one_row = model.evaluate_ids(ids, chars, batch_size=1)  # 3 windows of seq_len 16, one cache carried
+    assert one_row.tokens == len(ids) - 1
+    assert one_row.loss * one_row.tokens == pytest.approx(_nats_token_by_token(net, ids), rel=1e-5)
+    # three rows of 19 predictions, the last continued by a tail of 2: each row has its own cache, the tail
+    # keeps the last row's
+    length = (len(ids) - 1) // 3
+    assert (length, len(ids) - 1 - 3 * length) == (19, 2)
+    rows = [ids[0 : length + 1], ids[length : 2 * length + 1], ids[2 * length :]]
+    three_rows = model.evaluate_ids(ids, chars, batch_size=3)
+    expected = sum(_nats_token_by_token(net, row) for row in rows)
+    assert three_rows.loss * three_rows.tokens == pytest.approx(expected, rel=1e-5)
 
 
 def test_cache_lowers_the_loss_on_repeated_text_and_no_cache_scores_the_network(run):
