@@ -100,3 +100,23 @@ def test_precision_choices_on_cpu(tmp_path, corpus):
 def test_cuda_bf16_autocast(tmp_path, corpus):
     result = run_cli("train", "--config", tiny_config(tmp_path, corpus, train={"device": "cuda", "max_steps": 4}))
     assert result.exit_code == 0, result.stderr
+
+
+def test_validation_with_a_cache_is_the_same_on_two_ranks_as_on_one(tmp_path, corpus):
+    """Each rank scores its own block of validation rows, each row with its own cache (the last rank also the
+    tail), and the sums are added: the same figure as one process reading all the rows."""
+    model = {"cache_size": 30, "cache_theta": 0.5, "cache_lambda": 0.2}
+    train = {"max_steps": 8, "eval_every": 4, "save_every": 100, "lr": 0.01}
+    two = tiny_config(
+        tmp_path / "two",
+        corpus,
+        model=model,
+        train={**train, "batch_size": 4, "eval_batch_size": 3, "out_dir": str(tmp_path / "two/run")},
+    )
+    one = tiny_config(tmp_path / "one", corpus, model=model,
+                      train={**train, "batch_size": 8, "eval_batch_size": 6, "out_dir": str(tmp_path / "one/run")})  # fmt: skip
+    assert torchrun(two).returncode == 0
+    assert run_cli("train", "--config", one).exit_code == 0
+    scored = [[float(r["val_loss"]) for r in rows(tmp_path / f"{n}/run") if r["val_loss"]] for n in ("two", "one")]
+    assert len(scored[0]) == len(scored[1]) >= 2
+    assert scored[0] == pytest.approx(scored[1], rel=1e-4)
