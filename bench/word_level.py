@@ -78,7 +78,7 @@ def _measure(config: Path, seed: str) -> dict:
     model = api.load(run_dir / "best.pt")
     (sample,) = model.sample(seed, length=300, random_seed=0, temperature=0.8, on_unknown="skip")
     network_only = {}
-    if model.info()["cache"]:  # what the network alone scores, scored as in training
+    if model.model_args.get("pointer"):  # what the network alone scores, scored as in training
         eval_rows = model.config.train.eval_batch_size
         alone = model.evaluate(None, eval_rows, use_cache=False)
         network_only = {

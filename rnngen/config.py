@@ -105,7 +105,7 @@ class ModelConfig:
         min=0, below=1,
     )  # fmt: skip
     cache_size: int = setting(
-        0, "continuous cache pointer: scoring and sampling also draw on the last N (output, next token) pairs; 0 = off",
+        0, "continuous cache pointer: scoring (not sampling) also draws on the last N (output, next token) pairs; 0 = off",
         min=0,
     )  # fmt: skip
     cache_theta: float = setting(1.0, "cache pointer: how sharply the present output is matched to cached ones", min=0)

@@ -118,7 +118,7 @@ class RNNLM(nn.Module):
         tied_tails=False, pointer=None,
     ):  # fmt: skip
         super().__init__()
-        self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring and sampling only
+        self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring only (rnngen.cache)
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
