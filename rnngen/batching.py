@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from rnngen import console
-from rnngen.sample import Decoding, choose, fast_steps, final_probs, warm
+from rnngen.sample import Decoding, advance, choose, fast_steps, final_probs, warm
 from rnngen.state import join_streams, select_streams
 from rnngen.vocab import Vocab
 
@@ -184,11 +184,11 @@ class Batcher:
         if not self.active:
             return
         ids = torch.cat([j.next_ids for j in self.active])[:, None]  # (R, 1)
-        logits, state = self.model(ids, join_streams([j.state for j in self.active]), **self._steps)
+        logits, state = advance(self.model, ids, join_streams([j.state for j in self.active]), **self._steps)
         start = 0
         for job in self.active:
             rows = slice(start, start + job.rows)
-            job.logits, job.state = logits[rows, -1], select_streams(state, rows)
+            job.logits, job.state = logits[rows], select_streams(state, rows)
             start += job.rows
 
     def _draw(self, group: list[Job], events: list[Event]) -> None:

@@ -349,8 +349,14 @@ def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Te
     """Run the model over the seed once: the logits (N, V) of the first token and the state, for N samples."""
     seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=device)  # (1, S)
     with native_rnn_kernels(device):
-        logits, state = model(seed_tensor, None)
-    return logits[:, -1].expand(num_samples, -1), _repeat_state(state, num_samples)
+        logits, state = advance(model, seed_tensor, None)
+    return logits.expand(num_samples, -1), _repeat_state(state, num_samples)
+
+
+def advance(model, token_ids: torch.Tensor, state, **step_kwargs) -> tuple[torch.Tensor, object]:
+    """Feed tokens (N, T) with the state carried: the logits (N, V) of the next token and the new state."""
+    logits, state = model(token_ids, state, **step_kwargs)  # (N, T, V)
+    return logits[:, -1], state
 
 
 def fast_steps(model, device) -> dict:
@@ -390,8 +396,7 @@ class Generation:
             next_ids, logprobs, _ = decoding.choose(logits)
             yield decoding.record(next_ids.tolist(), logprobs.tolist())
             if decoding.more():
-                logits, state = model(next_ids[:, None], state, **step_kwargs)  # (N, 1, V): one step, state carried
-                logits = logits[:, -1]
+                logits, state = advance(model, next_ids[:, None], state, **step_kwargs)  # one step
         yield decoding.finish()
 
 
