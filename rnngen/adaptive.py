@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnngen import spelling
+
 ADAPTIVE_FROM = 5_000  # model.output auto: adaptive from this many tokens of vocabulary (docs/embeddings.md)
 DIV_VALUE = 4  # each tail cluster projects h_t to a width this many times smaller than the one before
 MAX_HEAD_WORDS = 20_000
@@ -69,7 +71,7 @@ class AdaptiveSoftmax(nn.Module):
 
     def head_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., H) -> (..., S + C): log p of each head word, then of each tail cluster."""
-        weight = torch.cat([self.word_weight[: self.shortlist], self.cluster_weight])  # (S + C, H)
+        weight = torch.cat([self.word_rows(0, self.shortlist), self.cluster_weight])  # (S + C, H)
         return F.log_softmax(F.linear(hidden, weight, self.bias), dim=-1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -101,4 +103,12 @@ class AdaptiveSoftmax(nn.Module):
             return self.tails[c - 1](hidden)
         first, end = self.edges[c], self.edges[c + 1]
         bias = self.tail_bias[first - self.shortlist : end - self.shortlist]
-        return F.linear(hidden, self.word_weight[first:end], bias)
+        return F.linear(hidden, self.word_rows(first, end), bias)
+
+    def word_rows(self, start: int, end: int) -> torch.Tensor:
+        """The output rows of ids start..end-1 (a spelled embedding's composed rows when tied to one)."""
+        return spelling.rows(self, "word_weight", start, end)
+
+    def tie_to(self, embedding: nn.Module) -> None:
+        """Score every word (head words only, before tied tails) by its embedding row."""
+        spelling.tie(self, "word_weight", embedding)

@@ -138,6 +138,7 @@ class Model:
             "adaptive_cutoffs": self.model_args.get("cutoffs"),
             "adaptive_tails": self._tail_layout(),
             "cache": self.model_args.get("pointer"),
+            "spelling_rows": (self.model_args.get("spelling") or {}).get("count"),  # shared rows; None: off
             "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
             "init_from": describe_record(summary["init_from"]) if summary.get("init_from") else None,
             "parameters": count_parameters(self.module),

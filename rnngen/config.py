@@ -77,6 +77,9 @@ class ModelConfig:
         None, "start the embedding from pre-trained word vectors: GloVe text, word2vec text or binary (.gz too)"
     )
     embeddings_freeze: bool = setting(False, "keep the pre-trained embedding fixed during training")
+    spelling: bool = setting(
+        False, "word level: each word's vector adds rows shared by spelling: case variants (And/and), shape, endings"
+    )
     output: Literal["auto", "full", "adaptive"] = setting(
         "auto", "full softmax, adaptive softmax (fast for big vocabularies), or auto: adaptive from 5,000 tokens"
     )
@@ -532,6 +535,11 @@ def check(config: Config) -> list[str]:
             f"(got {m.embedding_dim} and {m.hidden_size}); make them equal or set tie_weights: false"
         )
     problems.extend(_check_input_and_output(m))
+    if m.spelling and config.data.level != "word":
+        problems.append(
+            f"model.spelling needs data.level: word (got {config.data.level}; characters and subword pieces have "
+            "no word spellings to share)"
+        )
     problems.extend(f"train.freeze: {problem}" for problem in map(_check_freeze_name, t.freeze) if problem)
     if t.batch_size % t.grad_accum_steps:
         problems.append(
@@ -567,6 +575,11 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
         )
     if m.input == "onehot" and m.embedding_dropout:
         problems.append("model.embedding_dropout needs model.input: embedding (one-hot input has no embedding table)")
+    if m.spelling and (m.input == "onehot" or m.embeddings_path or m.cell == "ngram"):
+        problems.append(
+            "model.spelling composes the embedding table from shared rows; it needs a recurrent cell, model.input: "
+            "embedding and no model.embeddings_path (pre-trained vectors fill a table of one row per word)"
+        )
     if m.embeddings_freeze and not m.embeddings_path:
         problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
     if m.cache_size and m.cell == "ngram":

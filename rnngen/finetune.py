@@ -88,7 +88,14 @@ def model_args_for(source: dict, vocab: Vocab, path) -> dict:
             f"data.vocab_from: its vocabulary does not start with the vocabulary of train.init_from ({path}), "
             "so the source's rows cannot be kept; use the same checkpoint for both, or drop data.vocab_from"
         )
-    return {**source[checkpoint.MODEL_ARGS], "vocab_size": len(vocab), "freeze_embedding": False}
+    args = source[checkpoint.MODEL_ARGS]
+    if args.get("spelling") and len(vocab) > len(old):
+        raise UserError(
+            f"train.init_from: {path} shares embedding rows by spelling (model.spelling), and its vocabulary cannot "
+            f"grow yet ({len(vocab) - len(old):,} new words); set data.vocab_from to the same checkpoint so the "
+            "new text is read with the source's vocabulary"
+        )
+    return {**args, "vocab_size": len(vocab), "freeze_embedding": False}
 
 
 def grown_state(source: dict, args: dict, seed: int) -> dict:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import cache, console, regularise
+from rnngen import cache, console, regularise, spelling
 from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
 from rnngen.errors import ConfigError
 from rnngen.ngram import NgramLM
@@ -38,8 +38,8 @@ ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical
 ONEHOT_MAX_VOCAB = 10_000
 
 
-def model_args(model_config, vocab_size: int) -> dict:
-    """Exactly what rebuilds the module: stored in every checkpoint."""
+def model_args(model_config, vocab_size: int, tokens: list[str] | None = None) -> dict:
+    """Exactly what rebuilds the module: stored in every checkpoint. `tokens` (the vocabulary) for model.spelling."""
     m = model_config
     output, cutoffs = _output_layer(m, vocab_size)
     if m.input == "onehot":
@@ -60,6 +60,7 @@ def model_args(model_config, vocab_size: int) -> dict:
         "freeze_embedding": m.embeddings_freeze,
         **regularise.model_args(m),
         **cache.model_args(m),
+        **({"spelling": spelling.model_args(tokens)} if m.spelling else {}),  # absent: one row per word
     }
 
 
@@ -108,6 +109,30 @@ class OneHot(nn.Module):
         return vectors.scatter_(-1, token_ids.unsqueeze(-1), 1.0)
 
 
+def _input_layer(vocab_size: int, embedding_dim: int, onehot: bool, spelled: dict | None) -> nn.Module:
+    """token ids -> x_t: one-hot vectors, an embedding table, or one composed by spelling (rnngen.spelling)."""
+    if onehot:
+        return OneHot(vocab_size)
+    if spelled:
+        return spelling.SpelledEmbedding(vocab_size, embedding_dim, **spelled)
+    return nn.Embedding(vocab_size, embedding_dim)
+
+
+class FullSoftmax(nn.Linear):
+    """h_t (..., H) -> one score per vocabulary token (..., V): W h_t + b, W's rows possibly the embedding's."""
+
+    def __init__(self, hidden_size: int, vocab_size: int):
+        super().__init__(hidden_size, vocab_size)
+        nn.init.zeros_(self.bias)
+
+    def tie_to(self, embedding: nn.Module) -> None:
+        """Score with the embedding table (a spelled one's rows are composed afresh on each use)."""
+        spelling.tie(self, "weight", embedding)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, spelling.rows(self, "weight", 0, self.out_features), self.bias)
+
+
 class RNNLM(nn.Module):
     """A word- or character-level recurrent language model."""
 
@@ -115,7 +140,7 @@ class RNNLM(nn.Module):
         self, vocab_size, cell, embedding_dim, hidden_size, num_layers, dropout, tie_weights, nonlinearity="tanh",
         input="embedding", output="full", cutoffs=None, freeze_embedding=False, locked_dropout=False,
         dropout_input=None, dropout_hidden=None, dropout_output=None, embedding_dropout=0.0, weight_drop=0.0,
-        tied_tails=False, pointer=None,
+        tied_tails=False, pointer=None, spelling=None,
     ):  # fmt: skip
         super().__init__()
         self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring only (rnngen.cache)
@@ -124,7 +149,7 @@ class RNNLM(nn.Module):
         self.hidden_size = hidden_size
         self.adaptive = output == "adaptive"
         onehot = input == "onehot"
-        self.embedding = OneHot(vocab_size) if onehot else nn.Embedding(vocab_size, embedding_dim)
+        self.embedding = _input_layer(vocab_size, embedding_dim, onehot, spelling)
         # dropout: model.dropout everywhere unless a place has its own rate (rnngen.regularise)
         rates = [dropout if r is None else r for r in (dropout_input, dropout_hidden, dropout_output)]
         self.input_dropout = regularise.dropout_layer(rates[0], locked_dropout)
@@ -146,16 +171,14 @@ class RNNLM(nn.Module):
         if self.adaptive:
             self.head = AdaptiveSoftmax(hidden_size, vocab_size, cutoffs, tied_tails)
         else:
-            self.head = nn.Linear(hidden_size, vocab_size)
-            nn.init.zeros_(self.head.bias)
-        if not onehot:
+            self.head = FullSoftmax(hidden_size, vocab_size)
+        if isinstance(self.embedding, nn.Embedding):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-            self.embedding.weight.requires_grad_(not freeze_embedding)  # pre-trained vectors kept as they are
+        for p in self.embedding.parameters():
+            p.requires_grad_(not freeze_embedding)  # pre-trained vectors kept as they are
         if tie_weights:  # one matrix both reads tokens in and scores them out (Press & Wolf, 2017)
-            if self.adaptive:  # every word's output row is its embedding row (before tied tails: head words only)
-                self.head.word_weight = self.embedding.weight
-            else:
-                self.head.weight = self.embedding.weight
+            # every word's output row is its embedding row (adaptive before tied tails: head words only)
+            self.head.tie_to(self.embedding)
         elif not self.adaptive:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 

@@ -464,7 +464,7 @@ class Trainer:
         elif source:
             self.model_args = finetune.model_args_for(source, self.vocab, t.init_from)
         else:
-            self.model_args = model_args(config.model, len(self.vocab))
+            self.model_args = model_args(config.model, len(self.vocab), self.vocab.tokens)
         self.model = build_model(self.model_args).to(self.device)
         self.state = TrainerState()
         if previous is None:

@@ -34,7 +34,7 @@ LAYERS = {
         "metrics",
     ],
     "data": ["sources", "tokens", "vocab", "prepare", "batches", "demo"],
-    "models": ["state", "adaptive", "embeddings", "ngram", "regularise", "cache", "model", "stepper"],
+    "models": ["state", "spelling", "adaptive", "embeddings", "ngram", "regularise", "cache", "model", "stepper"],
     "evaluation and generation": ["evaluate", "sample", "batching", "copying"],
     "training": ["records", "gradient_report", "finetune", "ngram_train", "train"],
     "analysis": ["diagnose", "plot"],
