@@ -189,8 +189,9 @@ class RNNLM(nn.Module):
         With adaptive output the "logits" are the exact log-probabilities (log_softmax leaves them as
         they are), so sampling and evaluation treat both output layers alike.
         """
-        outputs, state = self.features(token_ids, state, recurrent)  # (B, T, H)
-        return self.head(outputs), state  # (B, T, V)
+        with spelling.composed_once(self.embedding):
+            outputs, state = self.features(token_ids, state, recurrent)  # (B, T, H)
+            return self.head(outputs), state  # (B, T, V)
 
     def features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
         """token_ids (B, T) -> top-layer outputs (B, T, H) after dropout, and the state after the last step."""
@@ -247,11 +248,12 @@ class RNNLM(nn.Module):
 
     def loss_and_outputs(self, token_ids, targets, state=None, reduction: str = "mean"):
         """The loss, the top-layer outputs after and before dropout, and the new state."""
-        outputs, raw, state = self.all_features(token_ids, state)  # (B, T, H)
-        if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
-            nll = self.head.nll(outputs.reshape(-1, outputs.size(-1)), targets.reshape(-1))  # (B*T,)
-            return _reduce(nll, reduction), (outputs, raw), state
-        logits = self.head(outputs)  # (B, T, V)
+        with spelling.composed_once(self.embedding):
+            outputs, raw, state = self.all_features(token_ids, state)  # (B, T, H)
+            if self.adaptive:  # never builds (B, T, V): the head, plus each tail cluster on its own targets only
+                nll = self.head.nll(outputs.reshape(-1, outputs.size(-1)), targets.reshape(-1))  # (B*T,)
+                return _reduce(nll, reduction), (outputs, raw), state
+            logits = self.head(outputs)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
         return loss, (outputs, raw), state
 

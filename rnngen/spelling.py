@@ -18,16 +18,18 @@ would be a second copy of that word's own row). Tokens without a letter (punctua
 <unk>) keep their own row alone. With tied weights the output layer scores each word by the same
 e_w, so what "and" learns as a target helps "And" as a target too.
 
-The table is composed from the two parameter tables on every forward pass (V x D additions:
-cheap next to the recurrent layers), so gradients reach both. The features are plain lists of
+The table is composed from the two parameter tables once per forward pass (`composed_once`; an
+embedding bag per word, so no pairs x D tensor is ever built), so gradients reach both. The features are plain lists of
 integers in the checkpoint's model_args, so building the module needs nothing but those args.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MAX_ENDING = 3  # letters of the longest ending that is a feature
@@ -71,26 +73,55 @@ class SpelledEmbedding(nn.Module):
         super().__init__()
         self.own = nn.Parameter(torch.empty(vocab_size, dim).uniform_(-0.1, 0.1))  # r_w
         self.shared = nn.Parameter(torch.empty(count, dim).uniform_(-0.1, 0.1))  # s_f
-        words_t = torch.tensor(words, dtype=torch.long)
-        per_word = torch.bincount(words_t, minlength=vocab_size).clamp(min=1)
-        # pairs sorted by word (model_args builds them so), each weighted 1 / (features of its word)
-        self.register_buffer("pair_word", words_t, persistent=False)
-        self.register_buffer("pair_feature", torch.tensor(features, dtype=torch.long), persistent=False)
-        self.register_buffer("pair_weight", 1.0 / per_word[words_t].float(), persistent=False)
+        words_t = torch.tensor(words, dtype=torch.long)  # sorted: model_args lists each word's pairs together
+        per_word = torch.bincount(words_t, minlength=vocab_size)
+        # word w's pairs are bag w: features[bounds[w] : bounds[w + 1]], each weighted 1 / (its word's features)
+        self.register_buffer("bounds", torch.cat([torch.zeros(1, dtype=torch.long), per_word.cumsum(0)]), False)
+        self.register_buffer("pair_feature", torch.tensor(features, dtype=torch.long), False)
+        self.register_buffer("pair_weight", 1.0 / per_word.clamp(min=1)[words_t].float(), False)
+        self.table = None  # the composed table while `composed_once` holds it (training: one forward pass)
 
     @property
     def weight(self) -> torch.Tensor:
         return self.rows(0, self.own.size(0))
 
     def rows(self, start: int, end: int) -> torch.Tensor:
-        """e_w for ids start..end-1, (end - start, D)."""
-        first, last = torch.searchsorted(self.pair_word, torch.tensor([start, end], device=self.pair_word.device))
-        first, last = int(first), int(last)
-        shared = self.shared[self.pair_feature[first:last]] * self.pair_weight[first:last, None]  # (pairs, D)
-        return self.own[start:end].index_add(0, self.pair_word[first:last] - start, shared.to(self.own.dtype))
+        """e_w for ids start..end-1, (end - start, D): one weighted sum of shared rows per word (a bag)."""
+        if self.table is not None:
+            return self.table[start:end]
+        if not torch.is_grad_enabled():  # sampling and scoring: composed once per change of the weights
+            return self._table_without_grad()[start:end]
+        return self._compose(start, end)
+
+    def _table_without_grad(self) -> torch.Tensor:
+        key = tuple((p.data_ptr(), p._version) for p in (self.own, self.shared))  # moved or updated: compose again
+        if self.__dict__.get("_frozen_key") != key:
+            self.__dict__["_frozen"], self.__dict__["_frozen_key"] = self._compose(0, self.own.size(0)), key
+        return self.__dict__["_frozen"]
+
+    def _compose(self, start: int, end: int) -> torch.Tensor:
+        first, last = int(self.bounds[start]), int(self.bounds[end])
+        shared = F.embedding_bag(
+            self.pair_feature[first:last], self.shared, self.bounds[start:end] - first, mode="sum",
+            per_sample_weights=self.pair_weight[first:last].to(self.shared.dtype),
+        )  # fmt: skip
+        return self.own[start:end] + shared.to(self.own.dtype)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(token_ids, self.weight)
+        return F.embedding(token_ids, self.weight)
+
+
+@contextlib.contextmanager
+def composed_once(embedding: nn.Module):
+    """Within one forward pass, compose a spelled table once for the input and the tied output layer."""
+    if not isinstance(embedding, SpelledEmbedding):
+        yield
+        return
+    embedding.table = embedding.weight
+    try:
+        yield
+    finally:
+        embedding.table = None
 
 
 def tie(layer: nn.Module, name: str, embedding: nn.Module) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -52,6 +53,18 @@ def test_a_words_vector_is_its_own_row_plus_the_mean_of_its_shared_rows():
     assert torch.equal(table(torch.tensor([[king, comma]])), table.weight[[king, comma]][None])
 
 
+def test_the_table_kept_for_sampling_follows_every_change_of_the_weights():
+    table = spelling.SpelledEmbedding(len(TOKENS), 3, **spelling.model_args(TOKENS))
+    with torch.no_grad():
+        before = table.weight.clone()
+        assert table.weight.data_ptr() == table.weight.data_ptr()  # composed once while nothing changes
+        table.shared.add_(1.0)  # an optimizer step, in place
+        assert not torch.equal(table.weight, before)
+        table.load_state_dict({"own": torch.zeros(len(TOKENS), 3), "shared": torch.zeros_like(table.shared)})
+        assert torch.equal(table.weight, torch.zeros(len(TOKENS), 3))
+    assert table.weight.requires_grad  # with gradients on, never the kept table
+
+
 @pytest.mark.parametrize("output", ["full", "adaptive"])
 def test_tied_output_scores_words_by_their_composed_rows_and_trains_the_shared_rows(output):
     config = ModelConfig(embedding_dim=8, hidden_size=8, num_layers=1, tie_weights=True, spelling=True,
@@ -89,6 +102,8 @@ def test_training_sampling_and_resuming_with_spelling(tmp_path):
     (sample,) = loaded.sample("king", length=20, random_seed=0)
     assert sample.text.strip()
     assert run_cli("evaluate", "--checkpoint", run / "best.pt", "--data", tmp_path / "text.txt").exit_code == 0
+    info = run_cli("info", run / "best.pt", "--json")
+    assert json.loads(info.stdout)["spelling_rows"] == payload["model_args"]["spelling"]["count"]
     result = run_cli("train", "--config", config, "--set", "train.max_steps=30", "--resume")
     assert result.exit_code == 0, result.stderr
 
