@@ -7,8 +7,8 @@ validation; every arm trains for the same wall time on the same machine, one aft
       200, SGD lr 20 (no momentum, no weight decay), clip 0.25, dropout 0.2, BPTT 35, batch 20,
       lr / 4 when the validation loss stops improving (evaluated once per epoch);
   (b) configs/hunger.yaml as it was before issue 14 (2x512 tied, dropout 0.3, AdamW);
-  (c) configs/hunger.yaml now (the AWD-LSTM regularisers and a cache pointer; its network alone
-      is reported too);
+  (c) configs/hunger.yaml now (the AWD-LSTM regularisers, word vectors shared by spelling and a
+      cache pointer; its network alone is reported too);
   (d) configs/novel_subword.yaml (byte-level BPE, 4,000 tokens).
 The word arms share one vocabulary (words seen once are <unk>), so only the recipe differs.
 Reported: best validation bits per character (total bits / characters of the original text
