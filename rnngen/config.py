@@ -535,11 +535,7 @@ def check(config: Config) -> list[str]:
             f"(got {m.embedding_dim} and {m.hidden_size}); make them equal or set tie_weights: false"
         )
     problems.extend(_check_input_and_output(m))
-    if m.spelling and config.data.level != "word":
-        problems.append(
-            f"model.spelling needs data.level: word (got {config.data.level}; characters and subword pieces have "
-            "no word spellings to share)"
-        )
+    problems.extend(_check_spelling(config))
     problems.extend(f"train.freeze: {problem}" for problem in map(_check_freeze_name, t.freeze) if problem)
     if t.batch_size % t.grad_accum_steps:
         problems.append(
@@ -562,6 +558,22 @@ def _check_freeze_name(name: str) -> str | None:
     return f"unknown part {name!r}{hint} (parts: embedding, rnn, rnn.N for layer N counted from 0, output)"
 
 
+def _check_spelling(config: Config) -> list[str]:
+    """model.spelling composes a word-level embedding table; where there is none to compose, say so."""
+    m, problems = config.model, []
+    if m.spelling and config.data.level != "word":
+        problems.append(
+            f"model.spelling needs data.level: word (got {config.data.level}; characters and subword pieces have "
+            "no word spellings to share)"
+        )
+    if m.spelling and (m.input == "onehot" or m.embeddings_path or m.cell == "ngram"):
+        problems.append(
+            "model.spelling composes the embedding table from shared rows; it needs a recurrent cell, model.input: "
+            "embedding and no model.embeddings_path (pre-trained vectors fill a table of one row per word)"
+        )
+    return problems
+
+
 def _check_input_and_output(m: ModelConfig) -> list[str]:
     """One-hot input has no embedding table to tie or fill; cutoffs must cut the vocabulary in order."""
     problems = []
@@ -575,11 +587,6 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
         )
     if m.input == "onehot" and m.embedding_dropout:
         problems.append("model.embedding_dropout needs model.input: embedding (one-hot input has no embedding table)")
-    if m.spelling and (m.input == "onehot" or m.embeddings_path or m.cell == "ngram"):
-        problems.append(
-            "model.spelling composes the embedding table from shared rows; it needs a recurrent cell, model.input: "
-            "embedding and no model.embeddings_path (pre-trained vectors fill a table of one row per word)"
-        )
     if m.embeddings_freeze and not m.embeddings_path:
         problems.append("model.embeddings_freeze needs model.embeddings_path (there is nothing pre-trained to keep)")
     if m.cache_size and m.cell == "ngram":

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnngen.vocab import UNK_ID
+
 MAX_ENDING = 3  # letters of the longest ending that is a feature
 
 
@@ -54,7 +56,7 @@ def _shape(word: str) -> str:
 
 def model_args(tokens: list[str]) -> dict:
     """{"words": [...], "features": [...], "count": G}: pair k gives word words[k] the shared row features[k]."""
-    per_word = [features(token) if i else [] for i, token in enumerate(tokens)]  # id 0 is <unk>
+    per_word = [features(token) if i != UNK_ID else [] for i, token in enumerate(tokens)]
     shared = Counter(f for fs in per_word for f in fs)
     ids: dict[str, int] = {}
     words, rows = [], []
@@ -80,6 +82,7 @@ class SpelledEmbedding(nn.Module):
         self.register_buffer("pair_feature", torch.tensor(features, dtype=torch.long), False)
         self.register_buffer("pair_weight", 1.0 / per_word.clamp(min=1)[words_t].float(), False)
         self.table = None  # the composed table while `composed_once` holds it (training: one forward pass)
+        self._kept, self._kept_key = None, None  # without gradients: the table, and the weights it was composed from
 
     @property
     def weight(self) -> torch.Tensor:
@@ -95,9 +98,9 @@ class SpelledEmbedding(nn.Module):
 
     def _table_without_grad(self) -> torch.Tensor:
         key = tuple((p.data_ptr(), p._version) for p in (self.own, self.shared))  # moved or updated: compose again
-        if self.__dict__.get("_frozen_key") != key:
-            self.__dict__["_frozen"], self.__dict__["_frozen_key"] = self._compose(0, self.own.size(0)), key
-        return self.__dict__["_frozen"]
+        if self._kept_key != key:
+            self._kept, self._kept_key = self._compose(0, self.own.size(0)), key
+        return self._kept
 
     def _compose(self, start: int, end: int) -> torch.Tensor:
         first, last = int(self.bounds[start]), int(self.bounds[end])
@@ -128,12 +131,12 @@ def tie(layer: nn.Module, name: str, embedding: nn.Module) -> None:
     """Make `layer.<name>` the embedding table: the same Parameter, or a spelled table's rows composed on each use."""
     if isinstance(embedding, SpelledEmbedding):
         delattr(layer, name)
-        layer.__dict__["rows_of"] = embedding.rows  # a plain attribute: the embedding stays one module
+        layer.rows_of = embedding.rows  # a bound method, not a submodule: the embedding stays one module
     else:
         setattr(layer, name, embedding.weight)
 
 
 def rows(layer: nn.Module, name: str, start: int, end: int) -> torch.Tensor:
     """Rows start..end-1 of `layer.<name>`, or of the spelled table it was tied to."""
-    rows_of = layer.__dict__.get("rows_of")
+    rows_of = getattr(layer, "rows_of", None)
     return rows_of(start, end) if rows_of else getattr(layer, name)[start:end]
