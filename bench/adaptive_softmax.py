@@ -29,8 +29,8 @@ import yaml
 from common import SHAKESPEARE, report, run_cli, scratch
 
 from rnngen.config import resolve
-from rnngen.model import build_model, model_args
-from rnngen.state import detach_state
+from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.state import detach_state
 
 VOCAB = 20_000
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from common import SHAKESPEARE, report, run_cli, scratch
 
 from rnngen import api
-from rnngen.ngram import state_bytes
+from rnngen.models.ngram import state_bytes
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shakespeare_char.yaml"
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 from common import SHAKESPEARE, report, run_cli, scratch
 
-from rnngen import api, tokens
+from rnngen import api
+from rnngen.data import tokens
 
 ARCHITECTURE = {  # per level: the model and the from-scratch training settings (configs/shakespeare_char.yaml's)
     "char": {

@@ -38,9 +38,9 @@ import yaml
 from common import report, scratch
 
 from rnngen import checkpoint
-from rnngen.copying import _read_cache
-from rnngen.prepare import PreparedDamaged, open_prepared
-from rnngen.sources import demo_text
+from rnngen.data.prepare import PreparedDamaged, open_prepared
+from rnngen.data.sources import demo_text
+from rnngen.generate.memorisation import _read_cache
 
 
 def write_config(work: Path, corpus: Path, name: str, steps: int) -> Path:

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from rnngen import cache, checkpoint, tokens
+from rnngen import checkpoint
 from rnngen import config as config_module
-from rnngen.embeddings import describe as describe_coverage
+from rnngen.data import tokens
+from rnngen.data.vocab import Vocab
 from rnngen.errors import CheckpointError, DataError
-from rnngen.evaluate import Scores, evaluate_stream
-from rnngen.finetune import describe_record
-from rnngen.model import build_model, count_parameters
+from rnngen.generate.evaluate import Scores, evaluate_stream
+from rnngen.generate.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
+from rnngen.models import cache
+from rnngen.models.embeddings import describe as describe_coverage
+from rnngen.models.recurrent import build_model, count_parameters
 from rnngen.runs import resolve_checkpoint
-from rnngen.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
-from rnngen.vocab import Vocab
+from rnngen.training.finetune import describe_record
 
 
 class Model:
@@ -63,7 +65,7 @@ class Model:
         return dataclasses.replace(options, **overrides)
 
     def generation(self, seed: str | None = None, on_unknown: str = "error", **options) -> Generation:
-        """A Generation to iterate (new text of every sample, step by step); see rnngen.sample."""
+        """A Generation to iterate (new text of every sample, step by step); see rnngen.generate.sample."""
         seed_ids = encode_seed(self.vocab, seed, on_unknown)
         shown = seed_text(self.vocab, seed_ids) if seed else ""
         return Generation(self.module, self.vocab, seed_ids, self.options(**options), self.device, shown)
@@ -107,7 +109,7 @@ class Model:
 
     def validation_ids(self) -> tuple[np.ndarray, int, int]:
         """The checkpoint's own validation split, read from its prepared data."""
-        from rnngen.prepare import load_or_repair
+        from rnngen.data.prepare import load_or_repair
 
         directory = self.config.prepared_dir()
         prepared = load_or_repair(self.config, "scoring the validation split (without --data)")

@@ -58,7 +58,7 @@ def _resolve(config_path, sets, flags, base=None):
 
     own_data = flags.get("data.path") or any(s.startswith("data.path=") for s in sets)
     if config_path is None and base is None and not own_data:
-        from rnngen.demo import DEMO_CONFIG
+        from rnngen.data.demo import DEMO_CONFIG
 
         base = DEMO_CONFIG
     return resolve(config_path, sets, flags, base=base)
@@ -94,8 +94,8 @@ def prepare(config_path, inputs, level, out_dir, force, sets):
     Example:
       rnngen prepare data/hunger_games.txt --level word --out prepared/hunger
     """
-    from rnngen.prepare import describe
-    from rnngen.prepare import prepare as run_prepare
+    from rnngen.data.prepare import describe
+    from rnngen.data.prepare import prepare as run_prepare
 
     flags = {"data.path": list(inputs) or None, "data.level": level, "data.prepared_dir": out_dir}
     config = _resolve(config_path, sets, flags)
@@ -129,7 +129,7 @@ def train(config_path, sets, resume, overwrite, init_from, device):
       rnngen train --config small.yaml --init-from runs/big     # fine-tune runs/big on small.yaml's text
     """
     from rnngen.runs import RunPaths
-    from rnngen.train import train as run_train
+    from rnngen.training.trainer import train as run_train
 
     if init_from and resume:
         raise UserError(
@@ -240,7 +240,7 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
     options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
     copy_index = None
     if report_copying:
-        from rnngen.copying import index_for
+        from rnngen.generate.memorisation import index_for
 
         copy_index = index_for(model)  # built (or loaded) before generating, so errors come first
     generation = model.generation(settings.seed, settings.on_unknown, **options)
@@ -331,7 +331,7 @@ def evaluate(checkpoints, data_path, as_json, batch_size, use_cache, device):
 
 
 def _read_eval_text(data_path: str) -> str:
-    from rnngen.sources import expand, read_text
+    from rnngen.data.sources import expand, read_text
 
     return "".join(chunk for source in expand([data_path]) for chunk in read_text(source))
 
@@ -401,11 +401,11 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
       rnngen diagnose runs/demo --init
       rnngen diagnose runs/rnn runs/lstm runs/gru --plot gradients.png
     """
+    from rnngen.analysis.diagnose import format_report, gradient_profile
     from rnngen.api import load
-    from rnngen.diagnose import format_report, gradient_profile
 
     if plot_path:  # before the measuring, which takes a while
-        from rnngen.plot import picture_format, require_matplotlib
+        from rnngen.analysis.plot import picture_format, require_matplotlib
 
         require_matplotlib()
         picture_format(plot_path)
@@ -418,7 +418,7 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
         if with_init:
             profiles.append(gradient_profile(model, ids, steps, fresh=True, seed=model.config.train.seed))
     if plot_path:
-        from rnngen.plot import plot_gradient_profiles
+        from rnngen.analysis.plot import plot_gradient_profiles
 
         console.info(f"wrote {plot_gradient_profiles(profiles, plot_path)}")
     if as_json:
@@ -458,7 +458,7 @@ def plot(run_dirs, output, x_axis):
     Example:
       rnngen plot runs/rnn runs/lstm runs/gru -o training.png --x time
     """
-    from rnngen.plot import plot_training, read_run, require_matplotlib, run_names
+    from rnngen.analysis.plot import plot_training, read_run, require_matplotlib, run_names
 
     require_matplotlib()
     runs = [read_run(d, name) for d, name in zip(run_dirs, run_names(list(run_dirs)))]
@@ -496,8 +496,8 @@ def compare(config_path, sets, model_specs, budget_minutes, output_format, devic
       rnngen compare --models ngram:3,ngram:7,lstm --budget-minutes 2 --format csv
       rnngen compare --models runs/hunger --models ngram:3 --config configs/hunger.yaml
     """
-    from rnngen.compare import DEFAULT_SPECS, parse_specs, render
-    from rnngen.compare import compare as run_compare
+    from rnngen.analysis.compare import DEFAULT_SPECS, parse_specs, render
+    from rnngen.analysis.compare import compare as run_compare
 
     config = _resolve(config_path, sets, {"train.device": device})
     rows = run_compare(config, parse_specs(model_specs or DEFAULT_SPECS), budget_minutes)
@@ -541,8 +541,8 @@ def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples
       curl -s localhost:8000/v1/generate -d '{"seed": "The ", "length": 100}'
     """
     from rnngen.config import resolve
-    from rnngen.serve import Limits, Service, require_server_stack
-    from rnngen.webapp import run as run_server
+    from rnngen.serve.app import run as run_server
+    from rnngen.serve.service import Limits, Service, require_server_stack
 
     require_server_stack()
     model = _load_model(checkpoint, run, config_path, (), device)

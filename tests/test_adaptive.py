@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnngen.adaptive import AdaptiveSoftmax, default_cutoffs
 from rnngen.config import resolve
 from rnngen.errors import ConfigError
-from rnngen.evaluate import total_loss
-from rnngen.model import build_model, model_args
-from rnngen.sample import DecodeOptions, draw, filter_top_p
+from rnngen.generate.evaluate import total_loss
+from rnngen.generate.sample import DecodeOptions, draw, filter_top_p
+from rnngen.models.adaptive import AdaptiveSoftmax, default_cutoffs
+from rnngen.models.recurrent import build_model, model_args
 from tests.conftest import run_cli, tiny_config
 
 VOCAB = 60

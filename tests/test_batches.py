@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnngen.batches import TokenStreams, evaluation_blocks
+from rnngen.data.windows import TokenStreams, evaluation_blocks
 from rnngen.errors import DataError
 
 

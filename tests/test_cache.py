@@ -1,4 +1,4 @@
-"""The cache pointer (rnngen.cache): its mixture by hand, in evaluation and the CLI; sampling leaves it out."""
+"""The cache pointer (rnngen.models.cache): its mixture by hand, in evaluation and the CLI; sampling leaves it out."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from rnngen import api, cache
+from rnngen import api
 from rnngen.config import ModelConfig
-from rnngen.model import build_model, model_args
+from rnngen.models import cache
+from rnngen.models.recurrent import build_model, model_args
 from tests.conftest import run_cli, tiny_config
 
 CACHE = {"cache_size": 12, "cache_theta": 0.5, "cache_lambda": 0.3}

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from rnngen.compare import one_line, parse_specs, render
+from rnngen.analysis.compare import one_line, parse_specs, render
 from rnngen.errors import UserError
 from tests.conftest import run_cli, tiny_config
 

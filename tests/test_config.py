@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from rnngen.config import Config, from_dict, resolve, valid_keys
-from rnngen.demo import DEMO_CONFIG
+from rnngen.data.demo import DEMO_CONFIG
 from rnngen.errors import ConfigError
 from tests.conftest import run_cli
 

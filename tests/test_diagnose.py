@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnngen.diagnose import (
+from rnngen.analysis.diagnose import (
     decay_slope,
     hidden_gradient_norms,
     recurrent_sigma_max,
@@ -18,7 +18,7 @@ from rnngen.diagnose import (
     text_windows,
     verdict,
 )
-from rnngen.model import build_model
+from rnngen.models.recurrent import build_model
 from tests.conftest import learnable_text, run_cli, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -11,9 +11,9 @@ import torch
 
 from rnngen import checkpoint
 from rnngen.config import resolve
-from rnngen.embeddings import read_vectors
 from rnngen.errors import ConfigError
-from rnngen.model import build_model, model_args
+from rnngen.models.embeddings import read_vectors
+from rnngen.models.recurrent import build_model, model_args
 from tests.conftest import run_cli, tiny_config
 
 # --------------------------------------------------------------------------- one-hot input

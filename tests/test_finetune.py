@@ -8,12 +8,13 @@ import pytest
 import torch
 import yaml
 
-from rnngen import checkpoint, finetune
+from rnngen import checkpoint
 from rnngen.config import FINE_TUNE_DEFAULTS, resolve
-from rnngen.model import build_model
-from rnngen.prepare import open_prepared
-from rnngen.train import Trainer
-from rnngen.vocab import Vocab
+from rnngen.data.prepare import open_prepared
+from rnngen.data.vocab import Vocab
+from rnngen.models.recurrent import build_model
+from rnngen.training import finetune
+from rnngen.training.trainer import Trainer
 from tests.conftest import learnable_text, run_cli, tiny_config
 from tests.test_train import metrics
 

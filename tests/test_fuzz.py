@@ -16,13 +16,13 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import rnngen.sources
+import rnngen.data.sources
 from rnngen import checkpoint
 from rnngen.config import SECTIONS, Config, resolve, valid_keys
+from rnngen.data.sources import Source, read_text
+from rnngen.data.tokens import join, split
+from rnngen.data.vocab import Vocab
 from rnngen.errors import CheckpointError, ConfigError, DataError
-from rnngen.sources import Source, read_text
-from rnngen.tokens import join, split
-from rnngen.vocab import Vocab
 from tests.conftest import run_cli
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200)
@@ -51,12 +51,12 @@ def test_lowercase_split_and_vocab_round_trip(text, level):
 
 
 def _read(path: Path, chunk_bytes: int) -> str:
-    saved = rnngen.sources.CHUNK_BYTES
-    rnngen.sources.CHUNK_BYTES = chunk_bytes  # tiny chunks put a boundary inside every character and CRLF
+    saved = rnngen.data.sources.CHUNK_BYTES
+    rnngen.data.sources.CHUNK_BYTES = chunk_bytes  # tiny chunks put a boundary inside every character and CRLF
     try:
         return "".join(read_text(Source(str(path))))
     finally:
-        rnngen.sources.CHUNK_BYTES = saved
+        rnngen.data.sources.CHUNK_BYTES = saved
 
 
 @FUZZ

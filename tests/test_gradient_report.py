@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rnngen.gradient_report import training_gradient_summary
+from rnngen.training.gradient_summary import training_gradient_summary
 
 
 def test_training_summary_is_quiet_for_calm_norms_and_warns_on_clipping_and_spikes():

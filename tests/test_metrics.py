@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rnngen.evaluate import scores_from
+from rnngen.generate.evaluate import scores_from
 from rnngen.metrics import METRICS_COLUMNS, metrics_row, read_metrics, write_metrics
 
 

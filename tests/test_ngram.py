@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from rnngen import api, checkpoint
-from rnngen.model import build_model
-from rnngen.ngram import NgramLM, count_ngrams
-from rnngen.state import detach_state, select_streams
+from rnngen.models.ngram import NgramLM, count_ngrams
+from rnngen.models.recurrent import build_model
+from rnngen.models.state import detach_state, select_streams
 from tests.conftest import run_cli, tiny_config
 
 START = "<start>"
@@ -55,7 +55,7 @@ def test_hand_computed_bigram_probabilities():
 def reference_kneser_ney(train: list[int], order: int, vocab_size: int):
     """Interpolated Kneser-Ney written straight from its definition with tuples and Counters.
 
-    Independent of rnngen.ngram's tensors: it counts n-grams of the text padded with order-1
+    Independent of rnngen.models.ngram's tensors: it counts n-grams of the text padded with order-1
     start markers and recurses over the formula p_m(w|h) = max(c - D, 0)/c(h.) + D N(h.)/c(h.) p_{m-1}.
     """
     stream = [START] * (order - 1) + train

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rnngen.plot import read_run, run_names
+from rnngen.analysis.plot import read_run, run_names
 from tests.conftest import learnable_text, run_cli, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from rnngen.config import resolve
-from rnngen.prepare import prepare
-from rnngen.vocab import UNK, Vocab
+from rnngen.data.prepare import prepare
+from rnngen.data.vocab import UNK, Vocab
 from tests.conftest import run_cli
 
 
@@ -101,9 +101,9 @@ def test_invalid_utf8_names_byte_offset(tmp_path):
 
 
 def test_invalid_utf8_offset_across_chunks(tmp_path, monkeypatch):
-    import rnngen.sources
+    import rnngen.data.sources
 
-    monkeypatch.setattr(rnngen.sources, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(rnngen.data.sources, "CHUNK_BYTES", 7)
     bad = tmp_path / "bad.txt"
     bad.write_bytes("héllo wörld ".encode() * 3 + b"\xc3(")
     with pytest.raises(Exception, match="byte offset 42"):
@@ -126,9 +126,9 @@ def test_bad_inputs_exit_2(tmp_path, make, message):
 
 
 def test_word_chunks_never_split_words(tmp_path, monkeypatch):
-    import rnngen.sources
+    import rnngen.data.sources
 
-    monkeypatch.setattr(rnngen.sources, "CHUNK_BYTES", 5)
+    monkeypatch.setattr(rnngen.data.sources, "CHUNK_BYTES", 5)
     (tmp_path / "t.txt").write_text("alpha beta gamma delta " * 20)
     prepared = prepare(config_for(tmp_path, tmp_path / "t.txt", "data.level=word"))
     assert sorted(prepared.vocab.tokens) == sorted([UNK, "alpha", "beta", "gamma", "delta"])
@@ -142,13 +142,13 @@ def test_demo_corpus_needs_no_files(tmp_path):
 
 
 def test_parallel_tokenizing_gives_the_same_result(tmp_path, monkeypatch):
-    import rnngen.prepare
-    import rnngen.sources
+    import rnngen.data.prepare
+    import rnngen.data.sources
 
     (tmp_path / "t.txt").write_text("Alpha beta, gamma! 我们 delta-epsilon.\n" * 400)
     sequential = prepare(config_for(tmp_path / "a", tmp_path / "t.txt", "data.level=word"))
-    monkeypatch.setattr(rnngen.prepare, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(rnngen.sources, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(rnngen.data.prepare, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(rnngen.data.sources, "CHUNK_BYTES", 1000)
     parallel = prepare(config_for(tmp_path / "b", tmp_path / "t.txt", "data.level=word"))
     assert parallel.vocab.tokens == sequential.vocab.tokens
     assert np.array_equal(parallel.ids("train"), sequential.ids("train"))

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import api, checkpoint, regularise
+from rnngen import api, checkpoint
 from rnngen.config import ModelConfig
-from rnngen.model import RNNLM, build_model, model_args
+from rnngen.models import regularise
+from rnngen.models.recurrent import RNNLM, build_model, model_args
 from tests.conftest import run_cli, tiny_config
 
 REGULARISED = {

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rnngen import api
-from rnngen.copying import CopyIndex
-from rnngen.sample import DecodeOptions, draw, filter_top_k, filter_top_p, inverse_cdf, penalise_repeats
+from rnngen.generate.memorisation import CopyIndex
+from rnngen.generate.sample import DecodeOptions, draw, filter_top_k, filter_top_p, inverse_cdf, penalise_repeats
 from tests.conftest import run_cli, tiny_config, train_char_and_word
 
 README = Path(__file__).parent.parent / "README.md"
@@ -240,8 +240,8 @@ def test_per_sample_generators_make_each_row_its_own_stream():
 
 
 def test_cpu_stepper_matches_the_fused_modules():
-    from rnngen.model import RNNLM
-    from rnngen.stepper import CPUStepper
+    from rnngen.models.cpu_single_step import CPUStepper
+    from rnngen.models.recurrent import RNNLM
 
     for cell, nonlinearity in (("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")):
         model = RNNLM(40, cell, 8, 16, 2, 0.0, False, nonlinearity=nonlinearity).eval()

@@ -1,4 +1,4 @@
-"""model.spelling (rnngen.spelling): case variants share a row, the output scores the composed rows, the CLI uses it."""
+"""model.spelling (rnngen.models.spelling): case variants share a row, the output scores the composed rows, the CLI uses it."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections import Counter
 import pytest
 import torch
 
-from rnngen import api, spelling
+from rnngen import api
 from rnngen.config import ModelConfig
-from rnngen.model import build_model, model_args
+from rnngen.models import spelling
+from rnngen.models.recurrent import build_model, model_args
 from tests.conftest import run_cli, tiny_config
 
 TOKENS = ["<unk>", "and", "And", ",", "KING", "king", "King", "\n", "queen", "MacBeth"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rnngen.state import detach_state, hidden_of, join_streams, map_state, select_streams, state_tensors
+from rnngen.models.state import detach_state, hidden_of, join_streams, map_state, select_streams, state_tensors
 
 
 def states():

@@ -2,8 +2,8 @@
 
 - No import cycle between rnngen modules, counting imports inside functions too (cli.py excepted:
   it imports inside its commands only to keep `--help` fast).
-- Dependencies point one way through the layers of LAYERS: base -> data -> models ->
-  evaluation/generation -> training -> analysis -> api -> commands -> cli.
+- Dependencies point one way through LAYERS: core -> data -> models -> generate -> training -> api ->
+  analysis -> serve -> cli (a subpackage is one layer).
 - No function over MAX_FUNCTION_LINES lines and no class over MAX_CLASS_LINES lines (a Click
   command counts only its body), except the known offenders listed below, which are to shrink.
 """
@@ -17,63 +17,57 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnngen"
 MAX_FUNCTION_LINES = 80
 MAX_CLASS_LINES = 250
 
-# Where every module sits. A module may import from its own layer or a lower one, never a higher one.
-# compare sits above the api: like a command, it trains models (train) and measures them (api).
-LAYERS = {
-    "base": [
-        "__init__",
-        "errors",
-        "console",
-        "fileio",
-        "config",
-        "configdoc",
-        "device",
-        "distributed",
-        "checkpoint",
-        "runs",
-        "metrics",
-    ],
-    "data": ["sources", "tokens", "vocab", "prepare", "batches", "demo"],
-    "models": ["state", "spelling", "adaptive", "embeddings", "ngram", "regularise", "cache", "model", "stepper"],
-    "evaluation and generation": ["evaluate", "sample", "batching", "copying"],
-    "training": ["records", "gradient_report", "finetune", "ngram_train", "train"],
-    "analysis": ["diagnose", "plot"],
-    "api": ["api", "serve", "webapp"],
-    "commands": ["compare"],
-    "cli": ["cli", "__main__"],
-}
+# The layers, lowest first: a module may import from its own layer or a lower one, never a higher one.
+# A subpackage is one layer (its folder name); the modules at the top of the package are the core,
+# except the Python API and the command line, which are layers of their own.
+LAYERS = ["core", "data", "models", "generate", "training", "api", "analysis", "serve", "cli"]
+TOP_LEVEL_LAYERS = {"api": "api", "cli": "cli", "__main__": "cli"}
 
 # Known offenders, to shrink; a new one fails the test, and so does an entry that no longer offends.
 OVERSIZED: set[str] = set()
 
 
+def module_name(path: Path) -> str:
+    """rnngen/data/prepare.py -> "data.prepare"; rnngen/cli.py -> "cli"; a package's __init__ -> "data"."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
 def modules() -> dict[str, ast.Module]:
-    return {path.stem: ast.parse(path.read_text(encoding="utf-8")) for path in sorted(PACKAGE.glob("*.py"))}
+    return {module_name(path): ast.parse(path.read_text(encoding="utf-8")) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def internal_imports(tree: ast.Module) -> set[str]:
+def layer_of(module: str) -> str:
+    if "." in module:
+        return module.split(".")[0]
+    return TOP_LEVEL_LAYERS.get(module, module if module in LAYERS else "core")
+
+
+def internal_imports(tree: ast.Module, known: set[str]) -> set[str]:
     """The rnngen modules a module imports, at any depth (inside functions too)."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "rnngen":
-                found.update(alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists())
-            elif node.module.startswith("rnngen."):
-                found.add(node.module.split(".")[1])
+            if node.module == "rnngen" or node.module.startswith("rnngen."):
+                base = node.module[len("rnngen.") :] if node.module != "rnngen" else ""
+                for alias in node.names:
+                    child = f"{base}.{alias.name}" if base else alias.name
+                    found.add(child if child in known else base)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("rnngen."))
+            found.update(a.name[len("rnngen.") :] for a in node.names if a.name.startswith("rnngen."))
+    found.discard("")
     return found
 
 
 def import_graph() -> dict[str, set[str]]:
+    trees = modules()
     graph = {}
-    for name, tree in modules().items():
+    for name, tree in trees.items():
         if name == "cli":
-            top_level = ast.Module(body=[n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)])
-            graph[name] = internal_imports(top_level)
-        else:
-            graph[name] = internal_imports(tree)
-        graph[name].discard(name)
+            tree = ast.Module(body=[n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)])
+        graph[name] = internal_imports(tree, set(trees)) - {name}
     return graph
 
 
@@ -106,7 +100,7 @@ def sizes() -> dict[str, tuple[str, int]]:
                 visit(child, name + ".", path)
 
     for name, tree in modules().items():
-        visit(tree, "", f"rnngen/{name}.py")
+        visit(tree, "", f"rnngen/{name.replace('.', '/')}.py")
     return found
 
 
@@ -128,23 +122,18 @@ def test_no_import_cycles():
 
 
 def test_every_module_has_a_layer():
-    placed = [m for members in LAYERS.values() for m in members]
-    assert sorted(placed) == sorted(modules()), "add the new module to LAYERS"
+    assert {layer_of(m) for m in modules()} <= set(LAYERS), "a new folder must be added to LAYERS"
 
 
 def test_dependencies_point_down_the_layers():
-    rank = {m: i for i, members in enumerate(LAYERS.values()) for m in members}
+    rank = {layer: i for i, layer in enumerate(LAYERS)}
     upward = sorted(
-        f"{module} ({_layer(module)}) imports {target} ({_layer(target)})"
+        f"{module} ({layer_of(module)}) imports {target} ({layer_of(target)})"
         for module, targets in import_graph().items()
         for target in targets
-        if rank[target] > rank[module]
+        if rank[layer_of(target)] > rank[layer_of(module)]
     )
     assert upward == []
-
-
-def _layer(module: str) -> str:
-    return next(layer for layer, members in LAYERS.items() if module in members)
 
 
 def test_size_limits():

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnngen import checkpoint, tokens
-from rnngen.vocab import UNK, Vocab
+from rnngen import checkpoint
+from rnngen.data import tokens
+from rnngen.data.vocab import UNK, Vocab
 from tests.conftest import learnable_text, run_cli, tiny_config
 
 TRAINING_TEXT = learnable_text(20) + "Zoë's café: naïve «quotes», 日本語のテキスト, emoji 🎉🚀 and tabs\tand  spaces.\n"

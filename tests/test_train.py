@@ -13,7 +13,7 @@ import torch
 from rnngen import checkpoint
 from rnngen.config import TrainConfig
 from rnngen.fileio import write_text
-from rnngen.train import learning_rate, schedule_progress
+from rnngen.training.trainer import learning_rate, schedule_progress
 from tests.conftest import run_cli, tiny_config
 
 

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnngen.errors import DataError, UserError
-from rnngen.model import build_model
+from rnngen.models.recurrent import build_model
+from rnngen.models.state import hidden_of, map_state
 from rnngen.runs import RunPaths
-from rnngen.state import hidden_of, map_state
 
 WINDOWS = 128  # batch of text windows the norms are averaged over
 WARMUP_TOKENS = 50  # read before each window without gradients, so the state is a realistic one

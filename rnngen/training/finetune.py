@@ -4,7 +4,7 @@ A run with train.init_from takes the source checkpoint's architecture (its model
 weights. Its data, schedule, optimizer and stop rules come from its own config; the optimizer
 state, step counter, schedule and random state start fresh. The source file is only read.
 
-The vocabulary grows in rnngen.prepare: tokens of the new text that the source lacks are appended,
+The vocabulary grows in rnngen.data.prepare: tokens of the new text that the source lacks are appended,
 so every existing token keeps its id and its rows. The n new rows start where the source model
 already placed those tokens:
 
@@ -41,9 +41,9 @@ import torch
 from rnngen import checkpoint, console
 from rnngen import config as config_module
 from rnngen.config import Config
+from rnngen.data.vocab import UNK_ID, Vocab
 from rnngen.errors import UserError
 from rnngen.runs import source_checkpoint
-from rnngen.vocab import UNK_ID, Vocab
 
 EMBED_NOISE = 0.1  # new embedding rows: the mean row plus noise of this times the rows' standard deviation
 SHOWN_TOKENS = 8  # new tokens listed when a fine-tuning run starts

@@ -113,7 +113,7 @@ def _read_cache(path: Path, made_from: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def index_for(model) -> CopyIndex:
     """The copy index of a loaded rnngen.api.Model's training data."""
-    from rnngen.prepare import load_or_repair
+    from rnngen.data.prepare import load_or_repair
 
     directory = model.config.prepared_dir()
     prepared = load_or_repair(model.config, "--report-copying")

@@ -1,7 +1,7 @@
 """What a training run writes, one way for every model: the run directory, evaluation samples and
 the contents of its checkpoints (metrics rows: rnngen.metrics).
 
-The neural trainer (rnngen.train) and the n-gram counter (rnngen.ngram_train) both write through
+The neural trainer (rnngen.training.trainer) and the n-gram counter (rnngen.training.ngram_counting) both write through
 these functions, so a run directory looks the same whichever model made it.
 """
 
@@ -17,8 +17,8 @@ from rnngen import config as config_module
 from rnngen.config import Config
 from rnngen.errors import UserError
 from rnngen.fileio import write_text
+from rnngen.generate.sample import DecodeOptions, encode_seed, generate, seed_text
 from rnngen.runs import RunPaths, mark_latest
-from rnngen.sample import DecodeOptions, encode_seed, generate, seed_text
 
 
 @dataclass

@@ -18,7 +18,7 @@ Input x_t (model.input):
     product for the whole window in one matrix multiply, V/E times the work of an embedding's:
     cheap for characters (V of 50-300), pointless for word vocabularies, so it is refused above
     ONEHOT_MAX_VOCAB tokens.
-Output (model.output): a full V x H linear layer, or an adaptive softmax (rnngen.adaptive) whose
+Output (model.output): a full V x H linear layer, or an adaptive softmax (rnngen.models.adaptive) whose
 forward returns exact log-probabilities, so everything that reads logits works unchanged.
 """
 
@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import cache, console, regularise, spelling
-from rnngen.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
+from rnngen import console
 from rnngen.errors import ConfigError
-from rnngen.ngram import NgramLM
+from rnngen.models import cache, regularise, spelling
+from rnngen.models.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
+from rnngen.models.ngram import NgramLM
 
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical embedding: say so
@@ -110,7 +111,7 @@ class OneHot(nn.Module):
 
 
 def _input_layer(vocab_size: int, embedding_dim: int, onehot: bool, spelled: dict | None) -> nn.Module:
-    """token ids -> x_t: one-hot vectors, an embedding table, or one composed by spelling (rnngen.spelling)."""
+    """token ids -> x_t: one-hot vectors, an embedding table, or one composed by spelling (rnngen.models.spelling)."""
     if onehot:
         return OneHot(vocab_size)
     if spelled:
@@ -143,14 +144,14 @@ class RNNLM(nn.Module):
         tied_tails=False, pointer=None, spelling=None,
     ):  # fmt: skip
         super().__init__()
-        self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring only (rnngen.cache)
+        self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring only (rnngen.models.cache)
         self.cell = cell
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.adaptive = output == "adaptive"
         onehot = input == "onehot"
         self.embedding = _input_layer(vocab_size, embedding_dim, onehot, spelling)
-        # dropout: model.dropout everywhere unless a place has its own rate (rnngen.regularise)
+        # dropout: model.dropout everywhere unless a place has its own rate (rnngen.models.regularise)
         rates = [dropout if r is None else r for r in (dropout_input, dropout_hidden, dropout_output)]
         self.input_dropout = regularise.dropout_layer(rates[0], locked_dropout)
         self.output_dropout = regularise.dropout_layer(rates[2], locked_dropout)
@@ -185,7 +186,7 @@ class RNNLM(nn.Module):
     def forward(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
         """token_ids (B, T) -> logits (B, T, V) and the state after the last step.
 
-        `recurrent` stands in for self.rnn (rnngen.stepper's fast CPU steps while sampling).
+        `recurrent` stands in for self.rnn (rnngen.models.cpu_single_step's fast CPU steps while sampling).
         With adaptive output the "logits" are the exact log-probabilities (log_softmax leaves them as
         they are), so sampling and evaluation treat both output layers alike.
         """

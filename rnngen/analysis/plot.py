@@ -166,7 +166,7 @@ def _present(xs: list[float], ys: list[float | None]) -> tuple[list[float], list
 def plot_gradient_profiles(profiles: list, path: str | Path) -> Path:
     """||d loss_T / d h_t|| against distance back in time (log scale); one line per model and layer.
 
-    `profiles` are rnngen.diagnose.GradientProfile; initial weights are drawn dashed in the
+    `profiles` are rnngen.analysis.diagnose.GradientProfile; initial weights are drawn dashed in the
     colour of the trained model they come from.
     """
     figure = _figure(8, 4.8)

@@ -8,13 +8,13 @@ import torch
 
 from rnngen import checkpoint, console
 from rnngen.config import Config
+from rnngen.data.prepare import prepare
 from rnngen.errors import DataError
-from rnngen.evaluate import evaluate_stream
+from rnngen.generate.evaluate import evaluate_stream
 from rnngen.metrics import metrics_row, write_metrics
-from rnngen.ngram import NgramLM, ngram_args, state_bytes
-from rnngen.prepare import prepare
-from rnngen.records import TrainResult, checkpoint_payload, start_run, write_sample
+from rnngen.models.ngram import NgramLM, ngram_args, state_bytes
 from rnngen.runs import RunPaths
+from rnngen.training.run_files import TrainResult, checkpoint_payload, start_run, write_sample
 
 
 def train_ngram(config: Config, paths: RunPaths) -> TrainResult:

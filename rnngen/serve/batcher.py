@@ -6,12 +6,12 @@ arrives while others are running joins them at the next token. Every step then
   1. draws the next token of every sample, one draw per group of requests with the same
      decoding options (temperature, top-k, top-p, repetition penalty),
   2. feeds all the new tokens through the model in one call, their states joined along the batch.
-Each request keeps its own Decoding (rnngen.sample): its random generators (sample i of a request
+Each request keeps its own Decoding (rnngen.generate.sample): its random generators (sample i of a request
 with random seed s draws only from generator s + i), the tokens it has seen and its stop texts. So
 its text is the one `rnngen sample` writes with the same options, whoever else shares the batch.
 
 The worker hands what happened at each step (new text, finished samples, errors) to a `deliver`
-callback, once per step; rnngen.serve passes them on to the waiting HTTP requests.
+callback, once per step; rnngen.serve.service passes them on to the waiting HTTP requests.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import torch
 
 from rnngen import console
-from rnngen.sample import Decoding, advance, choose, fast_steps, final_probs, warm
-from rnngen.state import join_streams, select_streams
-from rnngen.vocab import Vocab
+from rnngen.data.vocab import Vocab
+from rnngen.generate.sample import Decoding, advance, choose, fast_steps, final_probs, warm
+from rnngen.models.state import join_streams, select_streams
 
 
 class QueueFull(Exception):

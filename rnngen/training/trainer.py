@@ -20,23 +20,25 @@ from pathlib import Path
 
 import torch
 
-from rnngen import checkpoint, console, distributed, finetune, regularise
+from rnngen import checkpoint, console, distributed
 from rnngen import config as config_module
-from rnngen.batches import TokenStreams
 from rnngen.config import Config
+from rnngen.data.prepare import Prepared, prepare
+from rnngen.data.windows import TokenStreams
 from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
-from rnngen.embeddings import load_pretrained
 from rnngen.errors import DataError, TrainingFailed, UserError
-from rnngen.evaluate import Scores, evaluate_stream
 from rnngen.fileio import write_bytes
-from rnngen.gradient_report import report_training_gradients
+from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
-from rnngen.model import build_model, count_parameters, model_args
-from rnngen.ngram_train import train_ngram
-from rnngen.prepare import Prepared, prepare
-from rnngen.records import TrainResult, checkpoint_payload, start_run, write_sample
+from rnngen.models import regularise
+from rnngen.models.embeddings import load_pretrained
+from rnngen.models.recurrent import build_model, count_parameters, model_args
+from rnngen.models.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 from rnngen.runs import RunLock, RunPaths
-from rnngen.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
+from rnngen.training import finetune
+from rnngen.training.gradient_summary import report_training_gradients
+from rnngen.training.ngram_counting import train_ngram
+from rnngen.training.run_files import TrainResult, checkpoint_payload, start_run, write_sample
 
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up

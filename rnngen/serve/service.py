@@ -2,7 +2,7 @@
 
 This module holds what does not depend on the web stack: the limits, the checks that turn a
 request body into a batching Job (the same option names, defaults and ranges as `rnngen sample`),
-and the JSON answers. rnngen.webapp holds the routes and starts uvicorn on a socket.
+and the JSON answers. rnngen.serve.app holds the routes and starts uvicorn on a socket.
 Starlette and uvicorn are an optional extra: `pip install 'rnngen[serve]'`.
 """
 
@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 
 from rnngen import config as config_module
-from rnngen.batching import Job
 from rnngen.errors import UserError
-from rnngen.sample import DecodeOptions, Decoding, Sample, encode_seed, seed_text
+from rnngen.generate.sample import DecodeOptions, Decoding, Sample, encode_seed, seed_text
+from rnngen.serve.batcher import Job
 
 INSTALL_HINT = "pip install 'rnngen[serve]'"
 # Options of `rnngen sample` a request may set (its sample: keys); the others have no meaning here.

@@ -3,7 +3,7 @@
 The hidden state runs through the text in order, as in training: the stream is folded into
 parallel rows, each row is read window by window with its state carried, and a leftover tail
 continues the last row. Every token after the first is predicted exactly once. A model with a
-cache pointer (rnngen.cache) scores with it, one cache per row, carried like the state.
+cache pointer (rnngen.models.cache) scores with it, one cache per row, carried like the state.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rnngen import cache
-from rnngen.batches import evaluation_blocks, to_tensor
-from rnngen.state import detach_state, select_streams
+from rnngen.data.windows import evaluation_blocks, to_tensor
+from rnngen.models import cache
+from rnngen.models.state import detach_state, select_streams
 
 
 @dataclass

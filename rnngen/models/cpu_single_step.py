@@ -9,7 +9,7 @@ few element-wise operations per layer.
 The multiply is W (G*H x I) times the batch's inputs as columns (I x B), not inputs times W^T:
 BLAS packs its right-hand operand on every call, and packing the few columns of a batch costs
 little, while packing the whole weight matrix cost more than the multiply itself (with MKL on 2
-cores, 32 rows of a 2x512 LSTM layer took 4.8 ms one way and 2.0 ms the other; bench/serve_load.py). It computes exactly the cells of rnngen/model.py and
+cores, 32 rows of a 2x512 LSTM layer took 4.8 ms one way and 2.0 ms the other; bench/serve_load.py). It computes exactly the cells of rnngen/models/recurrent.py and
 keeps their state layout, (L, B, H) or an (h, c) pair, so it can stand in for `model.rnn`.
 Training never uses it.
 """

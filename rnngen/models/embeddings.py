@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from rnngen import console
+from rnngen.data.vocab import UNK_ID
 from rnngen.errors import ConfigError
-from rnngen.vocab import UNK_ID
 
 KEY = "model.embeddings_path"
 READ_CHUNK = 1 << 20  # bytes read at a time from binary files

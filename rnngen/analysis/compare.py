@@ -1,6 +1,6 @@
 """`rnngen compare`: Markov (n-gram) models against recurrent ones on the same text, in one table.
 
-Every model is trained by rnngen.train.train on the same prepared data (the neural ones at one
+Every model is trained by rnngen.training.trainer.train on the same prepared data (the neural ones at one
 shared size and time budget) and measured the same way through rnngen.api: validation loss,
 perplexity and bits per character on the whole validation split in one pass, sampling speed,
 and a one-line sample. The table shows the trade-off: an n-gram model is built in seconds but
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from rnngen import api, console
 from rnngen.config import Config
+from rnngen.data.prepare import Prepared, prepare
 from rnngen.errors import UserError
-from rnngen.model import count_parameters
-from rnngen.ngram import state_bytes
-from rnngen.prepare import Prepared, prepare
+from rnngen.models.ngram import state_bytes
+from rnngen.models.recurrent import count_parameters
 from rnngen.runs import RunPaths, resolve_checkpoint
-from rnngen.train import train
+from rnngen.training.trainer import train
 
 DEFAULT_SPECS = ("ngram:2", "ngram:3", "ngram:5", "rnn", "lstm", "gru")
 DEFAULT_BUDGET_MINUTES = 5.0

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen.vocab import UNK_ID
+from rnngen.data.vocab import UNK_ID
 
 MAX_ENDING = 3  # letters of the longest ending that is a feature
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from rnngen import tokens as tokenizing
+from rnngen.data import tokens as tokenizing
 
 UNK = "<unk>"
 UNK_ID = 0

@@ -84,7 +84,7 @@ class NgramLM(nn.Module):
     `model(token_ids (B, T), state) -> (logits (B, T, V), state)`, where the logits are the exact
     log-probabilities. The state is the last order-2 input tokens (the input token itself completes
     the order-1 context), shaped (1, B, order-2) like an RNN's (layers, B, H) so the shared state
-    helpers (rnngen.state, sample._repeat_state) apply unchanged. It has no
+    helpers (rnngen.models.state, sample._repeat_state) apply unchanged. It has no
     parameters: everything it knows is in buffers.
     """
 
@@ -209,7 +209,7 @@ class NgramLM(nn.Module):
 
 
 def ngram_args(vocab_size: int, order: int, sizes: list[int]) -> dict:
-    """The checkpoint's model_args for an n-gram model: what rnngen.model.build_model rebuilds it from."""
+    """The checkpoint's model_args for an n-gram model: what rnngen.models.recurrent.build_model rebuilds it from."""
     return {"cell": "ngram", "vocab_size": vocab_size, "order": order, "sizes": list(sizes)}
 
 

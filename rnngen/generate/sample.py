@@ -19,11 +19,11 @@ import torch
 
 from rnngen import console
 from rnngen.config import SampleConfig
+from rnngen.data.vocab import UNK_ID, Vocab
 from rnngen.errors import UserError
-from rnngen.model import RNNLM
-from rnngen.state import map_state
-from rnngen.stepper import CPUStepper
-from rnngen.vocab import UNK_ID, Vocab
+from rnngen.models.cpu_single_step import CPUStepper
+from rnngen.models.recurrent import RNNLM
+from rnngen.models.state import map_state
 
 _DEFAULTS = SampleConfig()  # the only place sampling defaults are stated is config.SampleConfig
 
@@ -276,7 +276,7 @@ class Sample:
 class Decoding:
     """The per-sample side of one generation: random generators, tokens seen so far, stop texts and
     the text itself. The model side (seed warm-up, one step per token) is run by whoever holds it:
-    Generation for one request, rnngen.batching for many requests sharing one batch.
+    Generation for one request, rnngen.serve.batcher for many requests sharing one batch.
     """
 
     def __init__(self, vocab: Vocab, seed_ids: list[int], options: DecodeOptions, device, seed: str = ""):

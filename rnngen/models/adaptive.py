@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnngen import spelling
+from rnngen.models import spelling
 
 ADAPTIVE_FROM = 5_000  # model.output auto: adaptive from this many tokens of vocabulary (docs/embeddings.md)
 DIV_VALUE = 4  # each tail cluster projects h_t to a width this many times smaller than the one before

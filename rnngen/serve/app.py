@@ -1,6 +1,6 @@
 """The HTTP side of `rnngen serve`: a Starlette application over a Service and its Batcher.
 
-    GET  /              the page (rnngen/web/): type a seed, watch the text and the probabilities
+    GET  /              the page (rnngen/serve/web/): type a seed, watch the text and the probabilities
     GET  /healthz       {"status": "ok", ...the batch's load}
     GET  /v1/model      what `rnngen info --json` prints, plus the limits and default options
     POST /v1/generate   JSON options -> {"samples": [...], "settings": {...}}; "stream": true -> Server-Sent Events
@@ -24,9 +24,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from rnngen import console
-from rnngen.batching import Batcher, QueueFull
 from rnngen.errors import UserError
-from rnngen.serve import LOOPBACK, ApiError, Service, sample_record
+from rnngen.serve.batcher import Batcher, QueueFull
+from rnngen.serve.service import LOOPBACK, ApiError, Service, sample_record
 
 MAX_BODY = 256 * 1024  # bytes of a request body
 PAGE_FILES = {"/": ("index.html", "text/html"), "/page.js": ("page.js", "text/javascript"),
@@ -39,7 +39,7 @@ PAGE_HEADERS = {  # the page may load nothing from anywhere else
 
 
 def create_app(service: Service) -> Starlette:
-    pages = {path: (resources.files("rnngen").joinpath("web", name).read_bytes(), kind)
+    pages = {path: (resources.files("rnngen.serve").joinpath("web", name).read_bytes(), kind)
              for path, (name, kind) in PAGE_FILES.items()}  # fmt: skip
 
     @contextlib.asynccontextmanager

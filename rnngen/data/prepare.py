@@ -37,13 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rnngen import console, tokens
+from rnngen import console
 from rnngen.config import Config
+from rnngen.data import tokens
+from rnngen.data.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
+from rnngen.data.vocab import UNK, Vocab
 from rnngen.errors import DataError
 from rnngen.fileio import atomic_path, crc32, file_crc32, make_dir, write_bytes, write_json
 from rnngen.runs import source_checkpoint
-from rnngen.sources import DEMO_NAME, STDIN_NAME, Source, demo_text, expand, file_sha256, read_text
-from rnngen.vocab import UNK, Vocab
 
 FORMAT_VERSION = 2  # 2: val_chars counts the characters of the text, not of re-joined tokens
 ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
