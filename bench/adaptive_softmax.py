@@ -29,7 +29,8 @@ import yaml
 from common import SHAKESPEARE, report, run_cli, scratch
 
 from rnngen.config import resolve
-from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.recurrent import model_args
+from rnngen.models.registry import build_model
 from rnngen.models.state import detach_state
 
 VOCAB = 20_000

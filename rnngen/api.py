@@ -27,7 +27,7 @@ from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.generate.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
 from rnngen.models import cache
 from rnngen.models.embeddings import describe as describe_coverage
-from rnngen.models.recurrent import build_model, count_parameters
+from rnngen.models.registry import build_model, count_parameters
 from rnngen.runs import resolve_checkpoint
 from rnngen.training.finetune import describe_record
 

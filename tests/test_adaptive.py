@@ -14,7 +14,8 @@ from rnngen.errors import ConfigError
 from rnngen.generate.evaluate import total_loss
 from rnngen.generate.sample import DecodeOptions, draw, filter_top_p
 from rnngen.models.adaptive import AdaptiveSoftmax, default_cutoffs
-from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.recurrent import model_args
+from rnngen.models.registry import build_model
 from tests.conftest import run_cli, tiny_config
 
 VOCAB = 60

@@ -10,7 +10,8 @@ import torch
 from rnngen import api
 from rnngen.config import ModelConfig
 from rnngen.models import cache
-from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.recurrent import model_args
+from rnngen.models.registry import build_model
 from tests.conftest import run_cli, tiny_config
 
 CACHE = {"cache_size": 12, "cache_theta": 0.5, "cache_lambda": 0.3}

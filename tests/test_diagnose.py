@@ -18,7 +18,7 @@ from rnngen.analysis.diagnose import (
     text_windows,
     verdict,
 )
-from rnngen.models.recurrent import build_model
+from rnngen.models.registry import build_model
 from tests.conftest import learnable_text, run_cli, tiny_config
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,8 @@ from rnngen import checkpoint
 from rnngen.config import resolve
 from rnngen.errors import ConfigError
 from rnngen.models.embeddings import read_vectors
-from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.recurrent import model_args
+from rnngen.models.registry import build_model
 from tests.conftest import run_cli, tiny_config
 
 # --------------------------------------------------------------------------- one-hot input

@@ -12,7 +12,7 @@ from rnngen import checkpoint
 from rnngen.config import FINE_TUNE_DEFAULTS, resolve
 from rnngen.data.prepare import open_prepared
 from rnngen.data.vocab import Vocab
-from rnngen.models.recurrent import build_model
+from rnngen.models.registry import build_model
 from rnngen.training import finetune
 from rnngen.training.trainer import Trainer
 from tests.conftest import learnable_text, run_cli, tiny_config

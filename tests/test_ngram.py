@@ -14,7 +14,7 @@ import torch
 
 from rnngen import api, checkpoint
 from rnngen.models.ngram import NgramLM, count_ngrams
-from rnngen.models.recurrent import build_model
+from rnngen.models.registry import build_model
 from rnngen.models.state import detach_state, select_streams
 from tests.conftest import run_cli, tiny_config
 

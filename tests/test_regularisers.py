@@ -10,7 +10,8 @@ from torch import nn
 from rnngen import api, checkpoint
 from rnngen.config import ModelConfig
 from rnngen.models import regularise
-from rnngen.models.recurrent import RNNLM, build_model, model_args
+from rnngen.models.recurrent import RNNLM, model_args
+from rnngen.models.registry import build_model
 from tests.conftest import run_cli, tiny_config
 
 REGULARISED = {

@@ -11,7 +11,8 @@ import torch
 from rnngen import api
 from rnngen.config import ModelConfig
 from rnngen.models import spelling
-from rnngen.models.recurrent import build_model, model_args
+from rnngen.models.recurrent import model_args
+from rnngen.models.registry import build_model
 from tests.conftest import run_cli, tiny_config
 
 TOKENS = ["<unk>", "and", "And", ",", "KING", "king", "King", "\n", "queen", "MacBeth"]

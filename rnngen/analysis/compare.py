@@ -25,7 +25,7 @@ from rnngen.config import Config
 from rnngen.data.prepare import Prepared, prepare
 from rnngen.errors import UserError
 from rnngen.models.ngram import state_bytes
-from rnngen.models.recurrent import count_parameters
+from rnngen.models.registry import count_parameters
 from rnngen.runs import RunPaths, resolve_checkpoint
 from rnngen.training.trainer import train
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rnngen.errors import DataError, UserError
-from rnngen.models.recurrent import build_model
+from rnngen.models.registry import build_model
 from rnngen.models.state import hidden_of, map_state
 from rnngen.runs import RunPaths
 

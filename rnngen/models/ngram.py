@@ -209,7 +209,7 @@ class NgramLM(nn.Module):
 
 
 def ngram_args(vocab_size: int, order: int, sizes: list[int]) -> dict:
-    """The checkpoint's model_args for an n-gram model: what rnngen.models.recurrent.build_model rebuilds it from."""
+    """The checkpoint's model_args for an n-gram model: what rnngen.models.registry.build_model rebuilds it from."""
     return {"cell": "ngram", "vocab_size": vocab_size, "order": order, "sizes": list(sizes)}
 
 

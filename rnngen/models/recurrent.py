@@ -32,7 +32,6 @@ from rnngen import console
 from rnngen.errors import ConfigError
 from rnngen.models import cache, regularise, spelling
 from rnngen.models.adaptive import ADAPTIVE_FROM, AdaptiveSoftmax, default_cutoffs
-from rnngen.models.ngram import NgramLM
 
 RECURRENT_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 ONEHOT_WARN_VOCAB = 1_000  # above this, one-hot input costs more than a typical embedding: say so
@@ -271,16 +270,3 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "sum":
         return values.sum()
     return values.mean() if reduction == "mean" else values
-
-
-# model.cell -> the class that model_args rebuild; ngram is the count-based Markov baseline
-MODEL_CLASSES: dict[str, type[nn.Module]] = {"rnn": RNNLM, "lstm": RNNLM, "gru": RNNLM, "ngram": NgramLM}
-
-
-def build_model(args: dict) -> nn.Module:
-    """Rebuild a model from the model_args stored in a checkpoint."""
-    return MODEL_CLASSES[args["cell"]](**args)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -32,7 +32,7 @@ from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
 from rnngen.models import regularise
 from rnngen.models.embeddings import load_pretrained
-from rnngen.models.recurrent import build_model, count_parameters, model_args
+from rnngen.models.registry import build_model, count_parameters, model_args
 from rnngen.models.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 from rnngen.runs import RunLock, RunPaths
 from rnngen.training import finetune
