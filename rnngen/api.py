@@ -12,7 +12,6 @@ The command line uses the same functions, so both behave alike.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from rnngen.models import cache
 from rnngen.models.embeddings import describe as describe_coverage
 from rnngen.models.registry import build_model, count_parameters
 from rnngen.runs import resolve_checkpoint
-from rnngen.training.finetune import describe_record
 
 
 class Model:
@@ -59,24 +57,32 @@ class Model:
 
     # ----------------------------------------------------------------------- generation
 
-    def options(self, **overrides) -> DecodeOptions:
-        """Decoding options: the checkpoint's sample: section, then the given overrides."""
-        options = DecodeOptions.from_config(self.config.sample)
-        return dataclasses.replace(options, **overrides)
+    def sample_settings(self, config_path=None, sets=(), **values) -> config_module.SampleConfig:
+        """The sample: settings in force: the checkpoint's, then a config file's, then --set items, then `values`
+        (keys of the sample: section; None leaves a key to the layers below). Checked like any config."""
+        flags = {f"sample.{key}": value for key, value in values.items()}
+        return config_module.resolve(config_path, sets, flags, base=self.config.to_dict()).sample
 
-    def generation(self, seed: str | None = None, on_unknown: str = "error", **options) -> Generation:
-        """A Generation to iterate (new text of every sample, step by step); see rnngen.generate.sample."""
-        seed_ids = encode_seed(self.vocab, seed, on_unknown)
-        shown = seed_text(self.vocab, seed_ids) if seed else ""
-        return Generation(self.module, self.vocab, seed_ids, self.options(**options), self.device, shown)
+    def generation(self, seed: str | None = None, on_unknown: str | None = None, **options) -> Generation:
+        """A Generation to iterate (new text of every sample, step by step); see rnngen.generate.sample.
 
-    def generate(self, seed: str | None = None, on_unknown: str = "error", **options) -> Iterator[str]:
+        `options` are keys of the sample: section (length, temperature, top_k, ...) over the checkpoint's.
+        """
+        return self.generation_with(self.sample_settings(seed=seed, on_unknown=on_unknown, **options))
+
+    def generation_with(self, settings: config_module.SampleConfig) -> Generation:
+        """A Generation with resolved sample: settings (see sample_settings)."""
+        seed_ids = encode_seed(self.vocab, settings.seed, settings.on_unknown)
+        shown = seed_text(self.vocab, seed_ids) if settings.seed else ""
+        return Generation(self.module, self.vocab, seed_ids, DecodeOptions.from_config(settings), self.device, shown)
+
+    def generate(self, seed: str | None = None, on_unknown: str | None = None, **options) -> Iterator[str]:
         """Stream the text of one sample, piece by piece (the seed is not repeated)."""
         for pieces in self.generation(seed, on_unknown, **{**options, "num_samples": 1}):
             if pieces[0]:
                 yield pieces[0]
 
-    def sample(self, seed: str | None = None, on_unknown: str = "error", **options) -> list[Sample]:
+    def sample(self, seed: str | None = None, on_unknown: str | None = None, **options) -> list[Sample]:
         """Generate `num_samples` samples and return them whole."""
         generation = self.generation(seed, on_unknown, **options)
         for _ in generation:
@@ -96,9 +102,8 @@ class Model:
     def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 1, use_cache: bool = True) -> Scores:
         if len(ids) < 2:
             raise DataError("the text to evaluate has fewer than 2 tokens; give more text")
-        seq_len = min(self.config.train.seq_len, 256)
         with contextlib.nullcontext() if use_cache else cache.disabled(self.module):
-            return evaluate_stream(self.module, ids, chars, batch_size, seq_len, self.device)
+            return evaluate_stream(self.module, ids, chars, batch_size, self.device)
 
     def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
         """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
@@ -142,7 +147,7 @@ class Model:
             "cache": self.model_args.get("pointer"),
             "spelling_rows": (self.model_args.get("spelling") or {}).get("count"),  # shared rows; None: off
             "embeddings": describe_coverage(summary["embeddings"]) if summary.get("embeddings") else None,
-            "init_from": describe_record(summary["init_from"]) if summary.get("init_from") else None,
+            "init_from": _describe_source(summary["init_from"]) if summary.get("init_from") else None,
             "parameters": count_parameters(self.module),
             "step": summary.get("step"),
             "epoch": summary.get("epoch"),
@@ -171,7 +176,28 @@ class Model:
         return {"unk_tokens": unk, "unk_rate": unk / total}
 
 
-def load(path: str | Path | None = None, device: str = "cpu") -> Model:
-    """Load a checkpoint file, or a run directory's best.pt (else last.pt); with no path, the latest run's."""
-    file = resolve_checkpoint(run=path)
+def _describe_source(record: dict) -> str:
+    """What a fine-tuned checkpoint recorded of the model it started from (train.init_from)."""
+    step = f" (step {record['step']:,})" if record.get("step") is not None else ""
+    return f"{record['checkpoint']}{step}, +{record['added_tokens']:,} tokens"
+
+
+def load(
+    path: str | Path | None = None, device: str = "cpu", *, checkpoint_file=None, config_path=None, sets=()
+) -> Model:
+    """Load the model the user meant, for the API and every command.
+
+    `path`: a checkpoint file or a run directory (its best.pt, else last.pt); `checkpoint_file`: exactly this
+    file (`--checkpoint`). With neither, the run directory of a config (train.out_dir of config_path and the
+    --set items), else the latest run (runs/LATEST).
+    """
+    out_dir = None
+    if path is None and checkpoint_file is None and (config_path or any(s.startswith("train.out_dir=") for s in sets)):
+        out_dir = config_module.resolve(config_path, sets).train.out_dir
+    try:
+        file = resolve_checkpoint(checkpoint_file, path, out_dir)
+    except CheckpointError as e:
+        if out_dir is None:
+            raise
+        raise CheckpointError(f"{e} (the run directory is train.out_dir of {config_path or '--set'})") from None
     return Model(checkpoint.load(file), file, device)

@@ -15,7 +15,7 @@ import sys
 import click
 
 from rnngen import __version__, console
-from rnngen.errors import CheckpointError, TrainingFailed, UserError, WriteError
+from rnngen.errors import TrainingFailed, UserError, WriteError
 
 EXIT_INTERRUPTED = 130
 
@@ -155,30 +155,13 @@ def train(config_path, sets, resume, overwrite, init_from, device):
 # --------------------------------------------------------------------------- sample
 
 
-def _checkpoint_path(checkpoint, run, config_path, sets):
-    """--checkpoint, --run, --config (its out_dir) or runs/LATEST, in that order; only one may be given."""
-    from rnngen.runs import resolve_checkpoint
-
-    given = [name for name, value in (("--checkpoint", checkpoint), ("--run", run)) if value]
-    if len(given) > 1:
-        raise click.UsageError("give only one of --checkpoint and --run")
-    out_dir = None
-    if not given and (config_path or any(s.startswith("train.out_dir=") for s in sets)):
-        out_dir = _resolve(config_path, sets, {}).train.out_dir
-    try:
-        return resolve_checkpoint(checkpoint, run, out_dir)
-    except CheckpointError as e:
-        if out_dir is None:
-            raise
-        raise CheckpointError(f"{e} (the run directory is train.out_dir of {config_path or '--set'})") from None
-
-
 def _load_model(checkpoint, run, config_path, sets, device):
-    from rnngen.api import Model
-    from rnngen.checkpoint import load
+    """The model of --checkpoint, --run, --config (its out_dir) or runs/LATEST, in that order; only one may be given."""
+    from rnngen.api import load
 
-    path = _checkpoint_path(checkpoint, run, config_path, sets)
-    return Model(load(path), path, device)
+    if checkpoint and run:
+        raise click.UsageError("give only one of --checkpoint and --run")
+    return load(run, device, checkpoint_file=checkpoint, config_path=config_path, sets=sets)
 
 
 @cli.command()
@@ -225,25 +208,22 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
       rnngen sample --run runs/hunger --num-samples 5 --temperature 0.7 --stop "\\n"
       echo "Once upon" | rnngen sample --seed - --format jsonl | jq .text
     """
-    from rnngen.config import resolve
-
     if seed == "-":
         seed = sys.stdin.read().rstrip("\n")
     model = _load_model(checkpoint, run, config_path, sets, device)
-    flags = {
-        "sample.seed": seed, "sample.length": length, "sample.temperature": temperature, "sample.top_k": top_k,
-        "sample.top_p": top_p, "sample.repetition_penalty": repetition_penalty, "sample.num_samples": num_samples,
-        "sample.random_seed": random_seed, "sample.stop": list(stop) or None, "sample.max_time": max_time,
-        "sample.on_unknown": on_unknown, "sample.include_seed": include_seed, "sample.allow_unk": allow_unk or None,
-    }  # fmt: skip
-    settings = resolve(config_path, sets, flags, base=model.config.to_dict()).sample
+    settings = model.sample_settings(
+        config_path, sets, seed=seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+        repetition_penalty=repetition_penalty, num_samples=num_samples, random_seed=random_seed,
+        stop=list(stop) or None, max_time=max_time, on_unknown=on_unknown, include_seed=include_seed,
+        allow_unk=allow_unk or None,
+    )  # fmt: skip
     options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
     copy_index = None
     if report_copying:
         from rnngen.generate.memorisation import index_for
 
         copy_index = index_for(model)  # built (or loaded) before generating, so errors come first
-    generation = model.generation(settings.seed, settings.on_unknown, **options)
+    generation = model.generation_with(settings)
     show_seed = settings.include_seed and generation.samples[0].seed
     if output_format == "jsonl":
         for _ in generation:
@@ -540,13 +520,12 @@ def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples
       rnngen serve --run runs/demo
       curl -s localhost:8000/v1/generate -d '{"seed": "The ", "length": 100}'
     """
-    from rnngen.config import resolve
     from rnngen.serve.app import run as run_server
     from rnngen.serve.service import Limits, Service, require_server_stack
 
     require_server_stack()
     model = _load_model(checkpoint, run, config_path, (), device)
-    defaults = resolve(config_path, (), {}, base=model.config.to_dict()).sample
+    defaults = model.sample_settings(config_path)
     limits = Limits(max_length, max_samples, max_batch, queue_size, time_limit)
     verbose = ctx.find_root().params.get("verbose", False)
     run_server(Service(model, limits, defaults), host, port, verbose)

@@ -296,6 +296,8 @@ def _coerce(value, hint):
         if value not in typing.get_args(hint):
             raise _Bad(f"must be {_describe(hint)}")
         return value
+    if isinstance(value, tuple):  # the Python API's values (YAML and --set give lists)
+        value = list(value)
     if origin is tuple and typing.get_args(hint)[0] is int:
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):

@@ -79,7 +79,7 @@ def test_training_loss_is_the_full_softmax_evaluation_of_the_same_log_probs():
 def test_evaluator_total_is_the_exact_negative_log_likelihood():
     model = adaptive_model()
     ids = np.random.default_rng(0).integers(0, VOCAB, 203)
-    total, count = total_loss(model, ids, batch_size=4, seq_len=7, device=torch.device("cpu"))
+    total, count = total_loss(model, ids, batch_size=4, device=torch.device("cpu"), window=7)
     with torch.no_grad():
         log_probs, _ = model(torch.tensor(ids[None, :-1]))  # one stream, state carried through
     expected = -log_probs[0].gather(1, torch.tensor(ids[1:, None])).sum().item()

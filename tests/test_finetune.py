@@ -81,10 +81,10 @@ def source_text_ids(source_payload) -> torch.Tensor:
 
 def grown_trainer(tmp_path, source):
     """The model a fine-tuning run starts from, before any training step (the real setup path)."""
-    config = finetune.config_for_init(resolve(fine_tune_config(tmp_path, source)))
+    config, payload = finetune.load_source(resolve(fine_tune_config(tmp_path, source)))
     from rnngen.runs import RunPaths
 
-    trainer = Trainer(config, RunPaths(config.train.out_dir), None)
+    trainer = Trainer(config, RunPaths(config.train.out_dir), None, source=payload)
     return trainer.model.eval(), trainer.vocab
 
 
@@ -262,6 +262,21 @@ def test_source_checkpoint_is_never_modified(tmp_path, sources):
     result = run_cli("train", "--config", fine_tune_config(tmp_path, source, freeze=["output"]))
     assert result.exit_code == 0, result.stderr
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source.glob("*.pt")} == digests
+
+
+def test_fine_tuning_reads_the_source_checkpoint_once(tmp_path, sources, monkeypatch):
+    source = sources()
+    reads = []
+    real_load = torch.load
+
+    def counting_load(file, *args, **kwargs):
+        reads.append(Path(file).resolve())
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    result = run_cli("train", "--config", fine_tune_config(tmp_path, source, max_steps=4, eval_every=2))
+    assert result.exit_code == 0, result.stderr
+    assert reads.count((source / "best.pt").resolve()) == 1  # config, vocabulary and weights from one read
 
 
 def test_a_run_cannot_start_from_its_own_directory(tmp_path, sources):

@@ -9,6 +9,7 @@ from torch import nn
 
 from rnngen import api, checkpoint
 from rnngen.config import ModelConfig
+from rnngen.data import windows
 from rnngen.models import regularise
 from rnngen.models.recurrent import RNNLM, model_args
 from rnngen.models.registry import build_model
@@ -206,13 +207,13 @@ def test_checkpoint_without_the_new_keys_still_loads(tmp_path, corpus):
 
 
 def test_variable_bptt_lengths_follow_awd():
-    lengths = [regularise.bptt_length(70, 1, step) for step in range(2000)]
+    lengths = [windows.bptt_length(70, 1, step) for step in range(2000)]
     assert min(lengths) >= 5 and max(lengths) <= 140
     half = sum(length < 52 for length in lengths) / len(lengths)
     assert 0.02 < half < 0.09, half  # about 5% of the windows are drawn around seq_len / 2
     assert 66.5 < sum(lengths) / len(lengths) < 69  # 0.95 * 70 + 0.05 * 35 = 68.25, less 0.5 for int()
-    assert regularise.bptt_length(70, 1, 3) == regularise.bptt_length(70, 1, 3)
-    assert regularise.scaled_lr(1.0, 35, 70) == 0.5
+    assert windows.bptt_length(70, 1, 3) == windows.bptt_length(70, 1, 3)
+    assert windows.window_lr(1.0, 35, 70) == 0.5
 
 
 def test_embedding_dropout_needs_an_embedding(tmp_path, corpus):

@@ -150,7 +150,7 @@ def _timed_sample(model: api.Model, config: Config) -> tuple[str, float]:
         (sample,) = model.sample(s.seed, "skip", **options)
     except UserError:  # no token of the seed is in this vocabulary: start as at a new line
         started = time.perf_counter()
-        (sample,) = model.sample(None, **options)
+        (sample,) = model.sample("", **options)
     elapsed = time.perf_counter() - started
     return sample.seed + sample.text, sample.tokens / max(elapsed, 1e-9)
 

@@ -96,15 +96,20 @@ class BaseVocab:
         return {"sha256": digest, "size": len(self.vocab), "keep": self.keep}
 
 
-def base_vocab(config: Config) -> BaseVocab | None:
-    """data.vocab_from's vocabulary (kept exactly), else train.init_from's (grown), else None."""
+def base_vocab(config: Config, source: dict | None = None) -> BaseVocab | None:
+    """data.vocab_from's vocabulary (kept exactly), else train.init_from's (grown), else None.
+
+    `source` is train.init_from's checkpoint when the caller has read it already (a fine-tuning run).
+    """
     key = "data.vocab_from" if config.data.vocab_from else "train.init_from" if config.train.init_from else None
     if key is None:
         return None
     from rnngen import checkpoint  # torch: only when another run's vocabulary is needed
 
     path = source_checkpoint(config.data.vocab_from or config.train.init_from, key)
-    vocab = Vocab.from_dict(checkpoint.load(path)[checkpoint.VOCAB])
+    if source is None or key != "train.init_from":
+        source = checkpoint.load(path)
+    vocab = Vocab.from_dict(source[checkpoint.VOCAB])
     d = config.data
     if (vocab.level, vocab.lowercase) != (d.level, d.lowercase):
         raise DataError(
@@ -131,11 +136,14 @@ def _settings(config: Config, base: BaseVocab | None) -> dict:
     return settings
 
 
-def prepare(config: Config, force: bool = False) -> Prepared:
-    """Return the prepared data for `config`, building it only when missing or stale."""
+def prepare(config: Config, force: bool = False, source: dict | None = None) -> Prepared:
+    """Return the prepared data for `config`, building it only when missing or stale.
+
+    `source`: train.init_from's checkpoint, already read by a fine-tuning run (its vocabulary is grown).
+    """
     sources = expand(config.data.path)
     out_dir = config.prepared_dir()
-    base = base_vocab(config)
+    base = base_vocab(config, source)
     if not force:
         existing = _load_if_fresh(out_dir, sources, _settings(config, base))
         if existing is not None:

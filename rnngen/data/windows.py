@@ -14,6 +14,13 @@ Row r of window k+1 continues exactly where row r of window k stopped, so the hi
 be carried from window to window (stateful truncated BPTT). The ids stay memory-mapped: a window
 reads only its own (B, T) slice from disk. Under DDP the streams are split between ranks, each
 rank taking a contiguous block of rows.
+
+Every window length is decided here:
+  - training: train.seq_len steps; with train.variable_bptt (AWD-LSTM) each step's length is
+    seq_len with probability 0.95, else seq_len/2, then drawn from a normal with std 5 around it
+    (at least 5), and the learning rate is scaled by length / seq_len so every token weighs the same;
+  - evaluation: EVAL_WINDOW steps, whatever the training length. The state is carried from window
+    to window, so the score does not depend on the length; longer windows are fewer calls.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ import numpy as np
 import torch
 
 from rnngen.errors import DataError
+
+EVAL_WINDOW = 256  # steps per evaluation window: the (B, T, V) scores of one window are held at once
+MIN_BPTT = 5  # the shortest variable-length window
 
 
 class TokenStreams:
@@ -80,3 +90,20 @@ def evaluation_blocks(ids: np.ndarray, batch_size: int):
 
 def to_tensor(block: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(block, dtype=np.int64)).to(device)
+
+
+def bptt_length(seq_len: int, seed: int, step: int) -> int:
+    """The window length of a step with train.variable_bptt, drawn as AWD-LSTM does around seq_len.
+
+    Drawn from its own generator seeded by (seed, step): the same on every DDP rank and after a
+    resume, and the training random stream is left as it is.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    base = seq_len if torch.rand((), generator=generator).item() < 0.95 else seq_len / 2
+    length = int(base + 5 * torch.randn((), generator=generator).item())
+    return max(min(MIN_BPTT, seq_len), min(length, 2 * seq_len))
+
+
+def window_lr(lr: float, length: int, seq_len: int) -> float:
+    """The learning rate of a window of `length` steps (AWD-LSTM: proportional to the length)."""
+    return lr * length / seq_len if length != seq_len else lr

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from rnngen.data.windows import evaluation_blocks, to_tensor
+from rnngen.data.windows import EVAL_WINDOW, evaluation_blocks, to_tensor
 from rnngen.models import cache
 from rnngen.models.state import detach_state, select_streams
 
@@ -44,7 +44,7 @@ def scores_from(total_nats: float, tokens: int, chars: int) -> Scores:
 
 @torch.no_grad()
 def total_loss(
-    model, ids: np.ndarray, batch_size: int, seq_len: int, device: torch.device, group=None
+    model, ids: np.ndarray, batch_size: int, device: torch.device, group=None, window: int = EVAL_WINDOW
 ) -> tuple[float, int]:
     """Sum of -ln p(next token) over the stream, and the number of predictions.
 
@@ -60,9 +60,9 @@ def total_loss(
         inputs, targets = inputs[rows], targets[rows]
         tail = tail if rank == world - 1 else None
     total, state, memory = 0.0, None, cache.new_memory(model, inputs.shape[0])
-    for start in range(0, inputs.shape[1], seq_len):
-        x = to_tensor(inputs[:, start : start + seq_len], device)
-        y = to_tensor(targets[:, start : start + seq_len], device)
+    for start in range(0, inputs.shape[1], window):
+        x = to_tensor(inputs[:, start : start + window], device)
+        y = to_tensor(targets[:, start : start + window], device)
         loss, state, memory = _score(model, x, y, state, memory)
         total += loss.item()
         state = detach_state(state)
@@ -89,6 +89,6 @@ def _score(model, inputs, targets, state, memory):
     return loss, state, None
 
 
-def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, seq_len: int, device, group=None) -> Scores:
-    total, count = total_loss(model, ids, batch_size, seq_len, device, group)
+def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, device, group=None) -> Scores:
+    total, count = total_loss(model, ids, batch_size, device, group)
     return scores_from(total, count, chars)

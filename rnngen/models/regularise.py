@@ -15,9 +15,9 @@ With h^l_t the output of layer l at step t, x_t the embedded token and B x T a w
     sampling (which read the module's own parameters) see the raw weights.
   - AR: alpha * mean(o_t^2) over the last layer's dropped output o_t;
     TAR: beta * mean((h_t - h_{t-1})^2) over the last layer's undropped output.
-  - variable-length BPTT: each window's length is seq_len with probability 0.95, else seq_len/2,
-    then drawn from a normal with std 5 around it (at least 5); the learning rate is scaled by
-    length / seq_len so that every token weighs the same.
+
+AWD-LSTM's variable-length BPTT windows are drawn where every window length is decided, in
+rnngen.data.windows.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from torch import nn
 from torch.func import functional_call
 
 MODEL_KEYS = ("locked_dropout", "dropout_input", "dropout_hidden", "dropout_output", "embedding_dropout", "weight_drop")
-MIN_BPTT = 5
 
 
 def model_args(model_config) -> dict:
@@ -121,20 +120,3 @@ def activation_penalty(dropped: torch.Tensor, raw: torch.Tensor, alpha: float, b
     if beta and raw.size(1) > 1:
         penalty = penalty + beta * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
     return penalty
-
-
-def bptt_length(seq_len: int, seed: int, step: int) -> int:
-    """The window length of a step, drawn as AWD-LSTM does around seq_len.
-
-    Drawn from its own generator seeded by (seed, step): the same on every DDP rank and after a
-    resume, and the training random stream is left as it is.
-    """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    base = seq_len if torch.rand((), generator=generator).item() < 0.95 else seq_len / 2
-    length = int(base + 5 * torch.randn((), generator=generator).item())
-    return max(min(MIN_BPTT, seq_len), min(length, 2 * seq_len))
-
-
-def scaled_lr(lr: float, length: int, seq_len: int) -> float:
-    """The learning rate of a window of `length` steps (AWD-LSTM: proportional to the length)."""
-    return lr * length / seq_len if length != seq_len else lr

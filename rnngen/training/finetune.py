@@ -52,22 +52,26 @@ SHOWN_TOKENS = 8  # new tokens listed when a fine-tuning run starts
 # --------------------------------------------------------------------------- config
 
 
-def config_for_init(config: Config) -> Config:
-    """The config a fine-tuning run trains with: the source's model settings, and the source's resolved path."""
+def load_source(config: Config) -> tuple[Config, dict]:
+    """Read train.init_from's checkpoint (the only time a fine-tuning run reads it), and the config the run
+    trains with: the source's model settings and the source's resolved path. The checkpoint goes on to
+    prepare (its vocabulary) and the trainer (its weights)."""
     path = source_checkpoint(config.train.init_from, "train.init_from")
     if path.resolve().parent == Path(config.train.out_dir).resolve():
         raise UserError(
             f"train.init_from: {path} is in this run's own directory, which the new run writes over; "
             "set train.out_dir to a new directory"
         )
-    source = config_module.from_dict(checkpoint.load(path)[checkpoint.CONFIG], origin=str(path))
-    if source.model.cell == "ngram":
+    source = checkpoint.load(path)
+    source_config = config_module.from_dict(source[checkpoint.CONFIG], origin=str(path))
+    if source_config.model.cell == "ngram":
         raise UserError(
             f"train.init_from: {path} is an n-gram model, which has no weights to start from; its counts are "
             "rebuilt in seconds, so train an n-gram model on the new text (or both texts) instead"
         )
-    report_ignored("model", config.model, source.model, "--init-from keeps the source checkpoint's")
-    return config.replace(model=source.model, train=dataclasses.replace(config.train, init_from=str(path)))
+    report_ignored("model", config.model, source_config.model, "--init-from keeps the source checkpoint's")
+    config = config.replace(model=source_config.model, train=dataclasses.replace(config.train, init_from=str(path)))
+    return config, source
 
 
 def report_ignored(section: str, ours, theirs, why: str) -> None:
@@ -203,8 +207,3 @@ def record(source: dict, path, vocab: Vocab) -> dict:
         "step": source.get(checkpoint.SUMMARY, {}).get("step"),
         "added_tokens": len(vocab) - old,
     }
-
-
-def describe_record(record: dict) -> str:
-    step = f" (step {record['step']:,})" if record.get("step") is not None else ""
-    return f"{record['checkpoint']}{step}, +{record['added_tokens']:,} tokens"

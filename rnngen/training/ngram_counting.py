@@ -34,7 +34,7 @@ def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
     model = NgramLM.fit(train_ids, len(vocab), order)
     build_s = time.monotonic() - started
     console.info(f"stored {model.stored_ngrams:,} n-grams ({state_bytes(model) / 1e6:.1f} MB) in {build_s:.1f}s")
-    scores = evaluate_stream(model, val_ids, prepared.val_chars, t.eval_batch_size, t.seq_len, torch.device("cpu"))
+    scores = evaluate_stream(model, val_ids, prepared.val_chars, t.eval_batch_size, torch.device("cpu"))
     console.info(f"validation loss {scores.loss:.4f} (ppl {scores.perplexity:.2f}, bpc {scores.bpc:.4f})")
     write_sample(model, vocab, config, paths, 1, torch.device("cpu"))
     tokens_per_s = len(train_ids) / max(build_s, 1e-9)

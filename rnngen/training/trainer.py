@@ -23,6 +23,7 @@ import torch
 from rnngen import checkpoint, console, distributed
 from rnngen import config as config_module
 from rnngen.config import Config
+from rnngen.data import windows
 from rnngen.data.prepare import Prepared, prepare
 from rnngen.data.windows import TokenStreams
 from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
@@ -30,7 +31,6 @@ from rnngen.errors import DataError, TrainingFailed, UserError
 from rnngen.fileio import write_bytes
 from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
-from rnngen.models import regularise
 from rnngen.models.embeddings import load_pretrained
 from rnngen.models.registry import build_model, count_parameters, model_args
 from rnngen.models.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
@@ -147,7 +147,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, resolve
 
 
 def _train_locked(config, paths, resume, overwrite, resolve_again, group, device) -> TrainResult:
-    previous = None
+    previous = source = None
     if group.is_writer and paths.last.exists() and not resume and not overwrite:
         raise UserError(
             f"{paths.root} already holds a training run (last.pt); continue it with --resume, "
@@ -158,13 +158,13 @@ def _train_locked(config, paths, resume, overwrite, resolve_again, group, device
         config = _config_for_resume(config, previous, resolve_again, paths.last)
     else:
         if config.train.init_from:  # before --overwrite clears the run directory, which must not hold the source
-            config = finetune.config_for_init(config)
+            config, source = finetune.load_source(config)
         if overwrite and group.is_writer:
             for stale in (paths.last, paths.previous, paths.best, paths.metrics):
                 stale.unlink(missing_ok=True)
     if config.model.cell == "ngram":  # counted in one pass, not trained: same run files, same checkpoint format
         return train_ngram(config, paths)
-    return Trainer(config, paths, previous, group, device).run()
+    return Trainer(config, paths, previous, group, device, source).run()
 
 
 def _config_for_resume(config: Config, previous: dict, resolve_again, path: Path) -> Config:
@@ -401,7 +401,7 @@ class DataPosition:
         t, s = tr.config.train, tr.state
         if not t.variable_bptt:
             return tr.streams.window(s.window, tr.device)
-        length = regularise.bptt_length(t.seq_len, t.seed, s.step)
+        length = windows.bptt_length(t.seq_len, t.seed, s.step)
         return tr.streams.span(s.column, min(length, tr.streams.columns - s.column), tr.device)
 
     def advance(self, x: torch.Tensor) -> None:
@@ -438,8 +438,10 @@ class Trainer:
     evaluation and the plateau schedule stay here.
     """
 
-    def __init__(self, config: Config, paths: RunPaths, previous: dict | None, group=None, device=None):
+    def __init__(self, config: Config, paths: RunPaths, previous: dict | None, group=None, device=None, source=None):
+        """`previous`: last.pt of the run being resumed; `source`: train.init_from's checkpoint (fine-tuning)."""
         self.config = config
+        self.source = source if previous is None else None  # kept for a roll-back to the starting weights
         self.paths = paths
         self.group = group or distributed.Group()
         t = config.train
@@ -448,10 +450,10 @@ class Trainer:
         self.device = device or resolve_device(t.device)
         seed_everything(t.seed)
         if self.group.is_writer:  # rank 0 prepares; the others then find the data up to date
-            self.prepared: Prepared = prepare(config)
+            self.prepared: Prepared = prepare(config, source=source)
         distributed.barrier(self.group)
         if not self.group.is_writer:
-            self.prepared = prepare(config)
+            self.prepared = prepare(config, source=source)
         self.vocab = self.prepared.vocab
         self.streams = TokenStreams(
             self.prepared.ids("train"), t.batch_size, t.seq_len, self.group.rank, self.group.world_size
@@ -460,17 +462,16 @@ class Trainer:
         if len(self.val_ids) < 2:
             raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
         # a resumed run rebuilds exactly the module it saved; a new run derives it from the config or its source
-        source = checkpoint.load(t.init_from) if t.init_from and previous is None else None
         if previous:
             self.model_args = previous[checkpoint.MODEL_ARGS]
-        elif source:
-            self.model_args = finetune.model_args_for(source, self.vocab, t.init_from)
+        elif self.source:
+            self.model_args = finetune.model_args_for(self.source, self.vocab, t.init_from)
         else:
             self.model_args = model_args(config.model, len(self.vocab), self.vocab.tokens)
         self.model = build_model(self.model_args).to(self.device)
         self.state = TrainerState()
         if previous is None:
-            self.start_weights(source)
+            self.start_weights()
         _freeze(self.model, t.freeze, self.group.is_writer)
         if self.group.rank > 0:  # same initial weights everywhere, different dropout masks per rank
             torch.manual_seed(t.seed + self.group.rank)
@@ -488,11 +489,11 @@ class Trainer:
             self.checkpoints.restore(previous)
         self.hidden = self.checkpoints.hidden_to_device(self.state.hidden)
 
-    def start_weights(self, source: dict | None = None) -> None:
+    def start_weights(self) -> None:
         """A new run's weights: the source's, grown to the vocabulary (train.init_from), else the fresh ones plus
         any pre-trained vectors (read once, when the run starts; a resume has them in its weights)."""
         if self.config.train.init_from:
-            self.state.init_from = _grow_from_source(self, source)
+            self.state.init_from = _grow_from_source(self)
         else:
             self.state.embeddings = load_pretrained(self.model, self.config.model, self.vocab)
 
@@ -553,7 +554,7 @@ class Trainer:
         # batch: the next window of every stream; the state restarts with each epoch
         x, y = self.position.next_window()
         for param_group in self.optimizer.param_groups:  # a shorter window takes a smaller step (variable_bptt)
-            param_group["lr"] = regularise.scaled_lr(lr, x.size(1), t.seq_len)
+            param_group["lr"] = windows.window_lr(lr, x.size(1), t.seq_len)
         if t.reset_state or s.window == 0:
             self.hidden = None
         # forward and backward through this window only (truncated BPTT)
@@ -645,7 +646,7 @@ class Trainer:
     def _evaluate_and_save_best(self) -> Scores:
         t, s = self.config.train, self.state
         scores = evaluate_stream(
-            self.model, self.val_ids, self.prepared.val_chars, t.eval_batch_size, t.seq_len, self.device, self.group
+            self.model, self.val_ids, self.prepared.val_chars, t.eval_batch_size, self.device, self.group
         )
         s.last_val = scores.to_dict()
         improved = scores.loss < s.best_val_loss
@@ -751,10 +752,9 @@ def _log_line(row: dict) -> str:
     )
 
 
-def _grow_from_source(trainer: Trainer, source: dict | None) -> dict:
-    """Load train.init_from's weights, grown to this run's vocabulary; what finetune.record says of the source."""
-    t = trainer.config.train
-    source = source or checkpoint.load(t.init_from)
+def _grow_from_source(trainer: Trainer) -> dict:
+    """train.init_from's weights, grown to this run's vocabulary; what finetune.record says of the source."""
+    t, source = trainer.config.train, trainer.source
     trainer.model.load_state_dict(finetune.grown_state(source, trainer.model_args, t.seed))
     if trainer.group.is_writer:
         console.info(finetune.describe_start(source, t.init_from, trainer.vocab, t))
