@@ -14,6 +14,8 @@ from rnngen.config import valid_keys
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+RESULTS = sorted((ROOT / "docs" / "results").glob("*.md"))  # dated measurement logs, linked from the pages
+MAX_PAGE_BYTES = 15 * 1024  # a docs page is read at once; its logs go to docs/results/
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
@@ -47,7 +49,22 @@ def test_readme_links_every_docs_page():
     assert not missing, f"README.md does not link {missing}"
 
 
-@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_docs_pages_are_short(page):
+    size = len(page.read_bytes())
+    assert size <= MAX_PAGE_BYTES, f"{page.name} is {size:,} bytes; move measurement logs into docs/results/"
+
+
+def test_every_results_log_is_linked_from_a_page():
+    targets = {
+        (page.parent / t.partition("#")[0]).resolve()
+        for page in DOCS
+        for t in LINK.findall(prose(page.read_text(encoding="utf-8")))
+    }
+    assert [log.name for log in RESULTS if log.resolve() not in targets] == []
+
+
+@pytest.mark.parametrize("page", [README, *DOCS, *RESULTS], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_broken_relative_link(page):
     broken = []
     for target in LINK.findall(prose(page.read_text(encoding="utf-8"))):
