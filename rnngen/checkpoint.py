@@ -35,6 +35,7 @@ CONFIG = "config"
 MODEL_ARGS = "model_args"
 MODEL_STATE = "model_state"
 VOCAB = "vocab"
+TRAINED_STATE = "trained_state"  # last.pt under train.average: the trained weights; model_state is their average
 OPTIMIZER_STATE = "optimizer_state"
 TRAINER_STATE = "trainer_state"  # step, epoch, window, lr scale, best loss, patience, hidden state
 RNG = "rng"

@@ -177,6 +177,15 @@ class TrainConfig:
     variable_bptt: bool = setting(
         False, "draw each window's length around seq_len (AWD-LSTM) and scale the learning rate by length/seq_len"
     )
+    average: Literal["none", "ema", "nt-asgd"] = setting(
+        "none",
+        "weights that validation, best.pt and sampling use: none = the trained ones; ema = their exponential moving "
+        "average; nt-asgd = their mean since validation stalled for average_patience evaluations (AWD-LSTM)",
+    )
+    ema_decay: float = setting(0.999, "average: ema: each step keeps this share of the average", above=0, below=1)
+    average_patience: int = setting(
+        3, "average: nt-asgd: evaluations without improvement before averaging starts", min=1
+    )
 
 
 @dataclass(frozen=True)

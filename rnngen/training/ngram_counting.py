@@ -53,7 +53,7 @@ def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
         "stored_ngrams": model.stored_ngrams,
         "prepared": prepared.meta["counts"],
     }
-    payload = checkpoint_payload(config, args, model, vocab, summary)
+    payload = checkpoint_payload(config, args, model.state_dict(), vocab, summary)
     checkpoint.save(paths.best, payload)
     checkpoint.save(paths.last, payload)
     return TrainResult(paths.root, 1, "counted the training text", scores.loss, scores.to_dict())

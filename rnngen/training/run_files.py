@@ -58,12 +58,13 @@ def write_sample(model, vocab, config: Config, paths: RunPaths, step: int, devic
     write_text(paths.samples / f"step-{step:07d}.txt", text + "\n")
 
 
-def checkpoint_payload(config: Config, model_args: dict, model, vocab, summary: dict, **extra) -> dict:
-    """What every checkpoint holds: config, model arguments and state, vocabulary and summary (plus `extra`)."""
+def checkpoint_payload(config: Config, model_args: dict, weights: dict, vocab, summary: dict, **extra) -> dict:
+    """What every checkpoint holds: config, model arguments, the weights to use (a state dict), vocabulary and
+    summary (plus `extra`)."""
     return {
         checkpoint.CONFIG: config.to_dict(),
         checkpoint.MODEL_ARGS: model_args,
-        checkpoint.MODEL_STATE: model.state_dict(),
+        checkpoint.MODEL_STATE: weights,
         checkpoint.VOCAB: vocab.to_dict(),
         checkpoint.SUMMARY: summary,
         **extra,

@@ -36,6 +36,7 @@ from rnngen.models.registry import build_model, count_parameters, model_args
 from rnngen.models.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 from rnngen.runs import RunLock, RunPaths
 from rnngen.training import finetune
+from rnngen.training.averaging import WeightAverage
 from rnngen.training.gradient_summary import report_training_gradients
 from rnngen.training.ngram_counting import train_ngram
 from rnngen.training.run_files import TrainResult, checkpoint_payload, start_run, write_sample
@@ -96,6 +97,8 @@ class TrainerState:
     init_from: dict | None = None  # the checkpoint a fine-tuning run started from (finetune.record)
     recent_bad_steps: int = 0  # non-finite steps with fewer than BAD_STEP_WINDOW good steps between them
     last_bad_step: int = -1
+    averaging_since: int | None = None  # train.average: the step the averaged weights start from
+    averaged_steps: int = 0  # ... and how many steps they average
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -252,10 +255,10 @@ class Checkpoints:
                 "the input text changed since the run started (or last.pt comes from another run). "
                 "Restore it, or start a new run (--overwrite)"
             )
-        checkpoint.restore(tr.model, previous[checkpoint.MODEL_STATE], tr.paths.last)
         checkpoint.restore(tr.optimizer, previous[checkpoint.OPTIMIZER_STATE], tr.paths.last)
         known = TrainerState.__dataclass_fields__
         tr.state = TrainerState(**{k: v for k, v in previous[checkpoint.TRAINER_STATE].items() if k in known})
+        tr.average.restore(previous, tr.paths.last)  # the trained weights, and their average
         tr.state.hidden = self._my_rows(tr.state.hidden)
         per_rank = previous.get(RNG_PER_RANK)
         if per_rank and len(per_rank) == tr.group.world_size:
@@ -312,9 +315,11 @@ class Checkpoints:
         extra = {checkpoint.OPTIMIZER_STATE: tr.optimizer.state_dict(), checkpoint.RNG: every_rng[0]}
         if tr.group.enabled:
             extra[RNG_PER_RANK] = every_rng
-        self.save(tr.paths.last, extra, previous=tr.paths.previous)
+        self.save(tr.paths.last, extra, previous=tr.paths.previous, resumable=True)
 
-    def save(self, path: Path, extra: dict | None = None, previous: Path | None = None) -> None:
+    def save(self, path: Path, extra: dict | None = None, previous: Path | None = None, resumable=False) -> None:
+        """A checkpoint of the weights in use (train.average's when it averages); a resumable one (last.pt)
+        also holds the trained weights they average."""
         tr = self.trainer
         if not tr.group.is_writer:
             return
@@ -331,11 +336,12 @@ class Checkpoints:
             "prepared": tr.prepared.meta["counts"],
             "embeddings": s.embeddings,
             "init_from": s.init_from,
+            "averaged_steps": s.averaged_steps,
         }
-        extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {})}
-        checkpoint.save(
-            path, checkpoint_payload(tr.config, tr.model_args, tr.model, tr.vocab, summary, **extra), previous
-        )
+        weights, trained = tr.average.saved_states()
+        extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {}), **(trained if resumable else {})}
+        payload = checkpoint_payload(tr.config, tr.model_args, weights, tr.vocab, summary, **extra)
+        checkpoint.save(path, payload, previous)
 
 
 class Recovery:
@@ -379,12 +385,13 @@ class Recovery:
         tr = self.trainer
         if tr.paths.last.exists():
             saved = checkpoint.load(tr.paths.last)
-            tr.model.load_state_dict(saved[checkpoint.MODEL_STATE])
+            tr.average.restore(saved, tr.paths.last)
             tr.optimizer.load_state_dict(saved[checkpoint.OPTIMIZER_STATE])
             console.warn(f"the weights had diverged; went back to the weights of {tr.paths.last}")
         else:
             tr.model.load_state_dict(build_model(tr.model_args).state_dict())
             tr.start_weights()
+            tr.average.reset()
             tr.optimizer = make_optimizer(tr.model, tr.config.train)
             console.warn("the weights had diverged before any checkpoint; started again from the initial weights")
 
@@ -482,6 +489,7 @@ class Trainer:
         )
         self.optimizer = make_optimizer(self.model, t)
         self.metrics = MetricsRecorder(paths.metrics)
+        self.average = WeightAverage(self)
         self.checkpoints = Checkpoints(self)
         self.recovery = Recovery(self)
         self.position = DataPosition(self)
@@ -577,6 +585,7 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            self.average.after_step()
             self.hidden = detach_state(hidden)
             self.metrics.add_step(loss_value, norm_value, t.grad_clip is not None and norm_value > t.grad_clip)
         else:
@@ -646,7 +655,7 @@ class Trainer:
     def _evaluate_and_save_best(self) -> Scores:
         t, s = self.config.train, self.state
         scores = evaluate_stream(
-            self.model, self.val_ids, self.prepared.val_chars, t.eval_batch_size, self.device, self.group
+            self.average.evaluated(), self.val_ids, self.prepared.val_chars, t.eval_batch_size, self.device, self.group
         )
         s.last_val = scores.to_dict()
         improved = scores.loss < s.best_val_loss
@@ -659,12 +668,13 @@ class Trainer:
             if t.lr_schedule == "plateau":
                 s.lr_scale *= t.plateau_factor
                 console.info(f"validation loss did not improve; learning rate scaled to x{s.lr_scale:g}")
+            self.average.after_evaluation()
         if math.isfinite(scores.loss) and self.group.is_writer:  # diverged weights give nothing to sample from
             self._write_sample()
         return scores
 
     def _write_sample(self) -> None:
-        write_sample(self.model, self.vocab, self.config, self.paths, self.state.step, self.device)
+        write_sample(self.average.evaluated(), self.vocab, self.config, self.paths, self.state.step, self.device)
         self.model.train()
 
     def _record(self, lr: float, scores: Scores | None, tokens_per_s: float) -> dict:
