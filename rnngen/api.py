@@ -11,7 +11,9 @@ The command line uses the same functions, so both behave alike.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +22,14 @@ import numpy as np
 from rnngen import checkpoint
 from rnngen import config as config_module
 from rnngen.data import tokens
-from rnngen.data.vocab import Vocab
+from rnngen.data.vocab import UNK, UNK_ID, Vocab
 from rnngen.errors import CheckpointError, DataError
 from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.generate.sample import DecodeOptions, Generation, Sample, encode_seed, seed_text
 from rnngen.models import cache
 from rnngen.models.embeddings import describe as describe_coverage
 from rnngen.models.registry import build_model, count_parameters
+from rnngen.models.speller import Speller
 from rnngen.runs import resolve_checkpoint
 
 
@@ -96,31 +99,42 @@ class Model:
 
         use_cache=False scores a model with a cache pointer (model.cache_size) by its network alone.
         """
-        ids, chars, _ = self.encode_text(text) if text is not None else self.validation_ids()
-        return self.evaluate_ids(ids, chars, batch_size, use_cache)
+        return self.evaluate_ids(*(self.encode_text(text) if text is not None else self.validation_ids()),
+                                 batch_size=batch_size, use_cache=use_cache)  # fmt: skip
 
-    def evaluate_ids(self, ids: np.ndarray, chars: int, batch_size: int = 1, use_cache: bool = True) -> Scores:
+    def evaluate_ids(self, ids, chars: int, unknown: dict | None = None, batch_size=1, use_cache=True) -> Scores:
+        """Scores of token ids whose predicted characters number `chars`; `unknown`: the words behind their <unk>
+        targets with counts (each pays for its spelling in bpc_open)."""
         if len(ids) < 2:
             raise DataError("the text to evaluate has fewer than 2 tokens; give more text")
+        unk_bits = self.speller.total_bits(unknown) if unknown else 0.0
         with contextlib.nullcontext() if use_cache else cache.disabled(self.module):
-            return evaluate_stream(self.module, ids, chars, batch_size, self.device)
+            return evaluate_stream(self.module, ids, chars, batch_size, self.device, unk_bits=unk_bits)
 
-    def encode_text(self, text: str) -> tuple[np.ndarray, int, int]:
-        """Token ids of `text` with the model's tokenizer, the predicted characters, and the <unk> count."""
+    @functools.cached_property
+    def speller(self) -> Speller:
+        """Spells unknown words for bpc_open, from the training text's tokens (checkpoints from before it
+        recorded them: from the vocabulary)."""
+        types = self.payload.get(checkpoint.SPELLER, {}).get("types")
+        return Speller(types if types is not None else [t for t in self.vocab.tokens if t != UNK])
+
+    def encode_text(self, text: str) -> tuple[np.ndarray, int, dict[str, int]]:
+        """Token ids of `text` with the model's tokenizer, the predicted characters, and the words behind the
+        predicted <unk> tokens with their counts."""
         pieces, ends = self.vocab.split_with_ends(text)
         ids = np.array(self.vocab.encode(pieces), dtype=np.int64)
-        unknown = int((ids == 0).sum())
-        return ids, tokens.predicted_chars(ends), unknown
+        unknown = collections.Counter(pieces[i] for i in np.flatnonzero(ids == UNK_ID).tolist() if i > 0)
+        return ids, tokens.predicted_chars(ends), dict(unknown)
 
-    def validation_ids(self) -> tuple[np.ndarray, int, int]:
-        """The checkpoint's own validation split, read from its prepared data."""
+    def validation_ids(self) -> tuple[np.ndarray, int, dict[str, int]]:
+        """The checkpoint's own validation split, read from its prepared data (as encode_text returns a text)."""
         from rnngen.data.prepare import load_or_repair
 
         directory = self.config.prepared_dir()
         prepared = load_or_repair(self.config, "scoring the validation split (without --data)")
         if prepared.vocab.tokens != self.vocab.tokens:
             raise DataError(f"the prepared data in {directory} no longer matches {self.path}; pass --data FILE")
-        return prepared.ids("val"), prepared.val_chars, 0
+        return prepared.ids("val"), prepared.val_chars, prepared.unknown_words()["val_counts"]
 
     # ----------------------------------------------------------------------- info
 
@@ -156,6 +170,9 @@ class Model:
             "best_val_loss": summary.get("best_val_loss"),
             "val_loss": val.get("loss"),
             "val_bpc": val.get("bpc"),
+            "val_bpc_open": val.get("bpc_open"),  # None: trained before open-vocabulary bpc
+            "average": self.config.train.average,
+            "averaged_steps": summary.get("averaged_steps"),
             "format_version": self.payload.get("format_version"),
             "rnngen_version": self.payload.get("rnngen_version"),
             "config": self.config.to_dict(),

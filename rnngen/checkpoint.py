@@ -39,6 +39,7 @@ TRAINED_STATE = "trained_state"  # last.pt under train.average: the trained weig
 OPTIMIZER_STATE = "optimizer_state"
 TRAINER_STATE = "trainer_state"  # step, epoch, window, lr scale, best loss, patience, hidden state
 RNG = "rng"
+SPELLER = "speller"  # {"types": the training text's distinct tokens}: spells <unk> for open-vocabulary bpc
 SUMMARY = "summary"  # last losses, tokens seen, wall time: what `rnngen info` shows
 CHECKSUM = "checksum"  # CRC-32 of everything else, in order (see _digest)
 REQUIRED = (CONFIG, MODEL_ARGS, MODEL_STATE, VOCAB)

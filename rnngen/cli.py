@@ -280,6 +280,9 @@ def _report_copying(copy_index, sample, number: int) -> dict:
 def evaluate(checkpoints, data_path, as_json, batch_size, use_cache, device):
     """Loss, perplexity and bits per character of one or more checkpoints.
 
+    "bpc open" is open-vocabulary bits per character: each <unk> also pays for its spelling, so word,
+    subword and character models compare honestly (docs/word-level.md). Best (lowest) first.
+
     \b
     Examples:
       rnngen evaluate --checkpoint runs/hunger/best.pt
@@ -295,16 +298,18 @@ def evaluate(checkpoints, data_path, as_json, batch_size, use_cache, device):
             ids, chars, unknown = model.validation_ids()
         else:
             ids, chars, unknown = model.encode_text(text)
-        scores = model.evaluate_ids(ids, chars, batch_size, use_cache)
-        rows.append({"checkpoint": str(model.path), **scores.to_dict(), "unk_tokens": unknown,
-                     "oov_rate": unknown / max(len(ids), 1)})  # fmt: skip
-    rows.sort(key=lambda r: r["bpc"])
+        scores = model.evaluate_ids(ids, chars, unknown, batch_size, use_cache)
+        unk = sum(unknown.values())
+        rows.append({"checkpoint": str(model.path), **scores.to_dict(), "unk_tokens": unk,
+                     "oov_rate": unk / max(len(ids) - 1, 1)})  # fmt: skip
+    rows.sort(key=lambda r: r["bpc_open"])
     if as_json:
         _echo(json.dumps(rows if len(rows) > 1 else rows[0], indent=2) + "\n")
         return
-    header = f"{'checkpoint':<40} {'tokens':>10} {'loss':>8} {'ppl':>10} {'bpc':>7} {'oov':>7}\n"
+    header = f"{'checkpoint':<40} {'tokens':>10} {'loss':>8} {'ppl':>10} {'bpc':>7} {'bpc open':>8} {'oov':>7}\n"
     lines = [
-        f"{r['checkpoint']:<40} {r['tokens']:>10,} {r['loss']:>8.4f} {r['perplexity']:>10.2f} {r['bpc']:>7.4f} {r['oov_rate']:>7.2%}\n"
+        f"{r['checkpoint']:<40} {r['tokens']:>10,} {r['loss']:>8.4f} {r['perplexity']:>10.2f} {r['bpc']:>7.4f} "
+        f"{r['bpc_open']:>8.4f} {r['oov_rate']:>7.2%}\n"
         for r in rows
     ]
     _echo(header + "".join(lines))

@@ -17,9 +17,10 @@ from pathlib import Path
 from rnngen.fileio import write_text
 
 METRICS_COLUMNS = [
-    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc",
+    "step", "epoch", "elapsed_s", "tokens", "train_loss", "val_loss", "val_ppl", "val_bpc", "val_bpc_open",
     "lr", "grad_norm", "clip_rate", "tokens_per_s",
 ]  # fmt: skip
+EARLIER_COLUMNS = [c for c in METRICS_COLUMNS if c != "val_bpc_open"]  # runs from before open-vocabulary bpc
 
 
 def metrics_row(step, epoch, elapsed_s, tokens, train_loss, scores, lr, grad_norm, clip_rate, tokens_per_s) -> dict:
@@ -33,6 +34,7 @@ def metrics_row(step, epoch, elapsed_s, tokens, train_loss, scores, lr, grad_nor
         "val_loss": _fmt(scores.loss if scores else None),
         "val_ppl": _fmt(scores.perplexity if scores else None),
         "val_bpc": _fmt(scores.bpc if scores else None),
+        "val_bpc_open": _fmt(scores.bpc_open if scores else None),
         "lr": "" if lr is None else f"{lr:.3g}",
         "grad_norm": _fmt(grad_norm),
         "clip_rate": _fmt(clip_rate),
@@ -61,10 +63,11 @@ def read_metrics(path: Path) -> tuple[list[dict], int]:
     rows: list[dict] = []
     damaged = 0
     lines = text.splitlines()
-    if lines and lines[0].split(",") != METRICS_COLUMNS:
+    columns = lines[0].split(",") if lines else METRICS_COLUMNS
+    if columns not in (METRICS_COLUMNS, EARLIER_COLUMNS):
         return [], len(lines)
     for line in lines[1:]:
-        row = _parse(line)
+        row = _parse(line, columns)
         if row is None or (rows and int(row["step"]) <= int(rows[-1]["step"])):
             damaged += 1
         else:
@@ -72,16 +75,17 @@ def read_metrics(path: Path) -> tuple[list[dict], int]:
     return rows, damaged
 
 
-def _parse(line: str) -> dict | None:
-    """One line as a row dict, or None when it is not a whole row."""
+def _parse(line: str, columns: list[str]) -> dict | None:
+    """One line as a row dict (every column of METRICS_COLUMNS; empty where `columns` lacks one), or None when it
+    is not a whole row."""
     try:
         (values,) = list(csv.reader(io.StringIO(line)))
     except (csv.Error, ValueError):
         return None
-    if len(values) != len(METRICS_COLUMNS) or not values[0].isdigit():
+    if len(values) != len(columns) or not values[0].isdigit():
         return None
     try:
         [float(value) for value in values[1:] if value]  # nan and inf are fine: a diverged step logs them
     except ValueError:
         return None
-    return dict(zip(METRICS_COLUMNS, values))
+    return {column: "" for column in METRICS_COLUMNS} | dict(zip(columns, values))

@@ -19,7 +19,7 @@ def test_char_prepare_files_and_split(tmp_path):
     (tmp_path / "t.txt").write_text(text)
     prepared = prepare(config_for(tmp_path, tmp_path / "t.txt", "data.val_fraction=0.1"))
     d = prepared.directory
-    assert {p.name for p in d.iterdir()} == {"vocab.json", "train.bin", "val.bin", "meta.json"}
+    assert {p.name for p in d.iterdir()} == {"vocab.json", "train.bin", "val.bin", "meta.json", "unknown.json"}
     train, val = prepared.ids("train"), prepared.ids("val")
     assert len(train) == 900 and len(val) == 100
     decoded = "".join(prepared.vocab.decode(np.concatenate([train, val]).tolist()))

@@ -35,7 +35,7 @@ NEURAL_CELLS = ("rnn", "lstm", "gru")
 SAMPLE_TOKENS = 200  # generated to time sampling; the table shows the start of it
 SAMPLE_CHARS = 60
 COLUMNS = [
-    "model", "parameters", "ngrams", "memory_mb", "train_s", "val_loss", "perplexity", "bpc",
+    "model", "parameters", "ngrams", "memory_mb", "train_s", "val_loss", "perplexity", "bpc", "bpc_open",
     "sample_tokens_per_s", "sample", "checkpoint",
 ]  # fmt: skip
 
@@ -125,6 +125,7 @@ def measure(name: str, path: Path, prepared: Prepared, config: Config) -> dict:
         "val_loss": scores.loss,
         "perplexity": scores.perplexity,
         "bpc": scores.bpc,
+        "bpc_open": scores.bpc_open,
         "sample_tokens_per_s": tokens_per_s,
         "sample": sample,
         "checkpoint": str(path),
@@ -135,7 +136,7 @@ def _score(model: api.Model, prepared: Prepared):
     """Scores on the comparison's validation split: its ids when the vocabulary matches, else its text."""
     ids = prepared.ids("val")
     if model.vocab.tokens == prepared.vocab.tokens:
-        return model.evaluate_ids(ids, prepared.val_chars)
+        return model.evaluate_ids(ids, prepared.val_chars, prepared.unknown_words()["val_counts"])
     console.warn(f"{model.path} has another vocabulary; scoring it on the validation text re-tokenized")
     return model.evaluate(prepared.vocab.join(prepared.vocab.decode(ids)))
 
@@ -171,14 +172,15 @@ def render(rows: list[dict], output_format: str = "markdown") -> str:
 
 
 def _markdown(rows: list[dict]) -> str:
-    header = ["model", "size", "memory (MB)", "train time (s)", "val loss", "perplexity", "bits/char", "sample tok/s", "sample"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 7 + ["---"]) + "|"]
+    header = ["model", "size", "memory (MB)", "train time (s)", "val loss", "perplexity", "bits/char",
+              "bits/char open", "sample tok/s", "sample"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 8 + ["---"]) + "|"]
     for row in rows:
         neural = row["parameters"] is not None
         size = f"{_short(row['parameters'])} params" if neural else f"{_short(row['ngrams'])} n-grams"
         cells = [
             row["model"], size, f"{row['memory_mb']:.2f}", _number(row["train_s"], ".1f"), f"{row['val_loss']:.4f}",
-            f"{row['perplexity']:.2f}", f"{row['bpc']:.3f}", f"{row['sample_tokens_per_s']:,.0f}",
+            f"{row['perplexity']:.2f}", f"{row['bpc']:.3f}", f"{row['bpc_open']:.3f}", f"{row['sample_tokens_per_s']:,.0f}",
             "`" + one_line(row["sample"]).replace("`", "'") + "`",
         ]  # fmt: skip
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -4,6 +4,8 @@ Layout of a prepared directory:
 
     vocab.json      the vocabulary, one token per line with its count (id = position)
     tokenizer.json  subword level only: the byte-level BPE tokenizer learned from the text
+    unknown.json    the words behind <unk>: the distinct ones of the training split and the count of each
+                    in the validation split (open-vocabulary bits per character spell them)
     train.bin       training token ids, flat little-endian uint16 (int32 above 65,535 tokens)
     val.bin         validation token ids: the LAST val_fraction of the text, contiguous
     meta.json       sources (size, mtime, sha256), tokenizer settings, counts, dtype, and the size and
@@ -46,13 +48,14 @@ from rnngen.errors import DataError
 from rnngen.fileio import atomic_path, crc32, file_crc32, make_dir, write_bytes, write_json
 from rnngen.runs import source_checkpoint
 
-FORMAT_VERSION = 2  # 2: val_chars counts the characters of the text, not of re-joined tokens
+FORMAT_VERSION = 3  # 2: val_chars counts the characters of the text; 3: unknown.json
 ID_CHUNK = 1 << 22  # token ids handled per step of pass 2
 PARALLEL_MIN_BYTES = 32 << 20  # inputs above this are tokenized by several processes
 MAX_WORKERS = 4
 IN_FLIGHT = 2  # chunks queued per worker
 ID_DTYPES = ("uint16", "int32")
 TOKENIZER_FILE = "tokenizer.json"
+UNKNOWN_FILE = "unknown.json"
 
 
 class PreparedDamaged(DataError):
@@ -79,6 +82,17 @@ class Prepared:
     def checksum(self, split: str) -> int | None:
         """CRC-32 of a split's id file as recorded in meta.json (None for data prepared before it was)."""
         return self.meta.get("files", {}).get(f"{split}.bin", {}).get("crc32")
+
+    def unknown_words(self) -> dict:
+        """unknown.json: {"train_types": [...], "val_counts": {word: count}} (checked when the directory opened)."""
+        return json.loads((self.directory / UNKNOWN_FILE).read_bytes().decode("utf-8"))
+
+    def training_types(self) -> list[str]:
+        """Every distinct token of the training split as text: the vocabulary's that occur in it, then the words
+        it has behind <unk>. What the speller of open-vocabulary bits per character learns spelling from."""
+        present = _bincount(self.ids("train"), 0, self.meta["counts"]["train_tokens"], len(self.vocab))
+        known = [token for token, n in zip(self.vocab.tokens, present.tolist()) if n and token != UNK]
+        return known + self.unknown_words()["train_types"]
 
 
 @dataclass
@@ -410,18 +424,12 @@ def _write_prepared(
 ) -> Prepared:
     data = config.data
     provisional = np.memmap(provisional_path, dtype=np.int32, mode="r", shape=(total_tokens,))
-    counts = np.zeros(len(index), dtype=np.int64)
-    for start in range(0, total_tokens, ID_CHUNK):
-        counts += np.bincount(provisional[start : start + ID_CHUNK], minlength=len(index))
     strings = list(index)  # provisional id -> token string (dicts keep insertion order)
+    counts = _bincount(provisional, 0, total_tokens, len(strings))
     by_token = dict(zip(strings, counts.tolist()))
-    if subword is not None:
-        vocab = Vocab.build_subword(subword, by_token, data.lowercase)
-    else:
-        vocab = _vocabulary(by_token, data, base)
+    vocab = Vocab.build_subword(subword, by_token, data.lowercase) if subword else _vocabulary(by_token, data, base)
     dtype = np.uint16 if len(vocab) <= 65535 else np.int32
     table = np.array([vocab.index.get(t, 0) for t in strings], dtype=dtype)
-
     val_tokens = max(2, round(total_tokens * data.val_fraction))
     train_tokens = total_tokens - val_tokens
     if train_tokens < 2:
@@ -429,54 +437,77 @@ def _write_prepared(
             f"the corpus has only {total_tokens} tokens, too few to split into training and validation text; "
             "give rnngen more text"
         )
-    train_crc = val_crc = 0  # computed while writing: checking the files later costs one read
-    with atomic_path(out_dir / "train.bin") as train_tmp, atomic_path(out_dir / "val.bin") as val_tmp:
-        with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
-            for start in range(0, total_tokens, ID_CHUNK):
-                final = table[provisional[start : start + ID_CHUNK]]
-                cut = min(max(train_tokens - start, 0), len(final))
-                final[:cut].tofile(train_file)
-                final[cut:].tofile(val_file)
-                train_crc, val_crc = crc32(final[:cut], train_crc), crc32(final[cut:], val_crc)
-    itemsize = np.dtype(dtype).itemsize
-
-    unk_tokens = int(counts[table == 0].sum())
+    crcs = _write_splits(out_dir, provisional, table, train_tokens)
+    unknown = _unknown_words(provisional, table, strings, train_tokens)
     del provisional
     train_chars, val_chars = _split_chars(ends_path, total_tokens, train_tokens)
+    files = {
+        "train.bin": (train_tokens * np.dtype(dtype).itemsize, crcs[0]),
+        "val.bin": (val_tokens * np.dtype(dtype).itemsize, crcs[1]),
+        **_write_file(out_dir / "vocab.json", _vocab_json(vocab, by_token).encode("utf-8")),
+        **_write_file(out_dir / UNKNOWN_FILE, json.dumps(unknown, ensure_ascii=False).encode("utf-8")),
+        **(_write_file(out_dir / TOKENIZER_FILE, subword.json.encode("utf-8")) if subword else {}),
+    }
+    counts = {
+        "tokens": total_tokens, "chars": total_chars, "train_tokens": train_tokens, "val_tokens": val_tokens,
+        "train_chars": train_chars, "val_chars": val_chars, "vocab_size": len(vocab),
+        "unk_tokens": int(counts[table == 0].sum()),
+    }  # fmt: skip
     meta = {
         "format_version": FORMAT_VERSION,
         "settings": _settings(config, base),
         "sources": [s.to_dict() for s in sources],
         "dtype": np.dtype(dtype).name,
-        "counts": {
-            "tokens": total_tokens,
-            "chars": total_chars,
-            "train_tokens": train_tokens,
-            "val_tokens": val_tokens,
-            "train_chars": train_chars,
-            "val_chars": val_chars,
-            "vocab_size": len(vocab),
-            "unk_tokens": unk_tokens,
-        },
+        "counts": counts,
+        "files": {name: {"bytes": size, "crc32": crc} for name, (size, crc) in files.items()},
     }
-    vocab_bytes = _vocab_json(vocab, by_token).encode("utf-8")
-    write_bytes(out_dir / "vocab.json", vocab_bytes)
-    meta["files"] = {
-        "train.bin": {"bytes": train_tokens * itemsize, "crc32": train_crc},
-        "val.bin": {"bytes": val_tokens * itemsize, "crc32": val_crc},
-        "vocab.json": {"bytes": len(vocab_bytes), "crc32": crc32(vocab_bytes)},
-    }
-    if subword is not None:
-        tokenizer_bytes = subword.json.encode("utf-8")
-        write_bytes(out_dir / TOKENIZER_FILE, tokenizer_bytes)
-        meta["files"][TOKENIZER_FILE] = {"bytes": len(tokenizer_bytes), "crc32": crc32(tokenizer_bytes)}
     meta["checksum"] = _meta_checksum(meta)
     write_json(out_dir / "meta.json", meta)  # written last, and it checks the others: a mix of two builds is refused
     console.info(
         f"prepared {total_tokens:,} tokens ({train_tokens:,} train, {val_tokens:,} val), "
-        f"vocabulary {len(vocab):,}, {unk_tokens:,} <unk> -> {out_dir}"
+        f"vocabulary {len(vocab):,}, {counts['unk_tokens']:,} <unk> -> {out_dir}"
     )
     return Prepared(out_dir, meta, vocab)
+
+
+def _bincount(ids: np.ndarray, start: int, stop: int, size: int) -> np.ndarray:
+    """How often each id occurs in ids[start:stop], read in chunks."""
+    counts = np.zeros(size, dtype=np.int64)
+    for first in range(start, stop, ID_CHUNK):
+        counts += np.bincount(ids[first : min(first + ID_CHUNK, stop)], minlength=size)
+    return counts
+
+
+def _write_splits(out_dir: Path, provisional: np.ndarray, table: np.ndarray, train_tokens: int) -> tuple[int, int]:
+    """train.bin and val.bin in final ids; their CRC-32s, computed while writing (checking them later costs one read)."""
+    train_crc = val_crc = 0
+    with atomic_path(out_dir / "train.bin") as train_tmp, atomic_path(out_dir / "val.bin") as val_tmp:
+        with open(train_tmp, "wb") as train_file, open(val_tmp, "wb") as val_file:
+            for start in range(0, len(provisional), ID_CHUNK):
+                final = table[provisional[start : start + ID_CHUNK]]
+                cut = min(max(train_tokens - start, 0), len(final))
+                final[:cut].tofile(train_file)
+                final[cut:].tofile(val_file)
+                train_crc, val_crc = crc32(final[:cut], train_crc), crc32(final[cut:], val_crc)
+    return train_crc, val_crc
+
+
+def _unknown_words(provisional: np.ndarray, table: np.ndarray, strings: list[str], train_tokens: int) -> dict:
+    """The words behind <unk>: the distinct ones of the training split, and how often each is predicted in the
+    validation split (its first token is context only). Open-vocabulary bits per character spell them."""
+    unknown = np.flatnonzero(table == 0)
+    train = _bincount(provisional, 0, train_tokens, len(strings))[unknown]
+    val = _bincount(provisional, train_tokens + 1, len(provisional), len(strings))[unknown]
+    return {
+        "train_types": [strings[i] for i, n in zip(unknown.tolist(), train.tolist()) if n],
+        "val_counts": {strings[i]: n for i, n in zip(unknown.tolist(), val.tolist()) if n},
+    }
+
+
+def _write_file(path: Path, contents: bytes) -> dict:
+    """Write a prepared file atomically; {its name: (bytes, CRC-32)} for meta.json."""
+    write_bytes(path, contents)
+    return {path.name: (len(contents), crc32(contents))}
 
 
 def _vocabulary(counts: dict[str, int], data, base: BaseVocab | None) -> Vocab:

@@ -26,19 +26,24 @@ class Scores:
     bpc: float  # total bits over the characters of the predicted text
     tokens: int  # predicted tokens
     chars: int
+    bpc_open: float | None = None  # bpc with every <unk> also paying for its spelling (rnngen.models.speller)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def scores_from(total_nats: float, tokens: int, chars: int) -> Scores:
+def scores_from(total_nats: float, tokens: int, chars: int, unk_bits: float = 0.0) -> Scores:
+    """Scores of `total_nats` over `tokens` predictions and `chars` characters; `unk_bits`: the spelling bits of
+    the <unk> tokens among them (0 where there are none, and then bpc_open == bpc)."""
     loss = total_nats / max(tokens, 1)
+    bits = total_nats / math.log(2)
     return Scores(
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
-        bpc=total_nats / math.log(2) / max(chars, 1),
+        bpc=bits / max(chars, 1),
         tokens=tokens,
         chars=chars,
+        bpc_open=(bits + unk_bits) / max(chars, 1),
     )
 
 
@@ -89,6 +94,7 @@ def _score(model, inputs, targets, state, memory):
     return loss, state, None
 
 
-def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, device, group=None) -> Scores:
+def evaluate_stream(model, ids: np.ndarray, chars: int, batch_size: int, device, group=None, unk_bits=0.0) -> Scores:
+    """Scores of the model over a token stream; `unk_bits`: the spelling bits of its <unk> targets."""
     total, count = total_loss(model, ids, batch_size, device, group)
-    return scores_from(total, count, chars)
+    return scores_from(total, count, chars, unk_bits)

@@ -14,7 +14,7 @@ from rnngen.generate.evaluate import evaluate_stream
 from rnngen.metrics import metrics_row, write_metrics
 from rnngen.models.ngram import NgramLM, ngram_args, state_bytes
 from rnngen.runs import RunPaths
-from rnngen.training.run_files import TrainResult, checkpoint_payload, start_run, write_sample
+from rnngen.training.run_files import TrainResult, ValidationSplit, checkpoint_payload, start_run, write_sample
 
 
 def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
@@ -23,9 +23,9 @@ def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
     if t.threads:
         torch.set_num_threads(t.threads)
     prepared = prepare(config)
-    train_ids, val_ids = prepared.ids("train"), prepared.ids("val")
-    if len(train_ids) < 1 or len(val_ids) < 2:
-        raise DataError("the training or validation split is empty; raise data.val_fraction or give more text")
+    train_ids, val = prepared.ids("train"), ValidationSplit.of(prepared)
+    if len(train_ids) < 1:
+        raise DataError("the training split is empty; lower data.val_fraction or give more text")
     start_run(config, paths)
     vocab = prepared.vocab
     order = config.model.order
@@ -34,8 +34,11 @@ def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
     model = NgramLM.fit(train_ids, len(vocab), order)
     build_s = time.monotonic() - started
     console.info(f"stored {model.stored_ngrams:,} n-grams ({state_bytes(model) / 1e6:.1f} MB) in {build_s:.1f}s")
-    scores = evaluate_stream(model, val_ids, prepared.val_chars, t.eval_batch_size, torch.device("cpu"))
-    console.info(f"validation loss {scores.loss:.4f} (ppl {scores.perplexity:.2f}, bpc {scores.bpc:.4f})")
+    scores = evaluate_stream(model, val.ids, val.chars, t.eval_batch_size, torch.device("cpu"), unk_bits=val.unk_bits)
+    console.info(
+        f"validation loss {scores.loss:.4f} (ppl {scores.perplexity:.2f}, bpc {scores.bpc:.4f}, "
+        f"open-vocabulary {scores.bpc_open:.4f})"
+    )
     write_sample(model, vocab, config, paths, 1, torch.device("cpu"))
     tokens_per_s = len(train_ids) / max(build_s, 1e-9)
     row = metrics_row(1, 1, build_s, len(train_ids), None, scores, None, None, None, tokens_per_s)
@@ -53,7 +56,7 @@ def train_ngram(config: Config, paths: RunPaths) -> TrainResult:
         "stored_ngrams": model.stored_ngrams,
         "prepared": prepared.meta["counts"],
     }
-    payload = checkpoint_payload(config, args, model.state_dict(), vocab, summary)
+    payload = checkpoint_payload(config, args, model.state_dict(), vocab, summary, **{checkpoint.SPELLER: val.speller})
     checkpoint.save(paths.best, payload)
     checkpoint.save(paths.last, payload)
     return TrainResult(paths.root, 1, "counted the training text", scores.loss, scores.to_dict())

@@ -15,10 +15,30 @@ import torch
 from rnngen import checkpoint
 from rnngen import config as config_module
 from rnngen.config import Config
-from rnngen.errors import UserError
+from rnngen.errors import DataError, UserError
 from rnngen.fileio import write_text
 from rnngen.generate.sample import DecodeOptions, encode_seed, generate, seed_text
+from rnngen.models.speller import Speller
 from rnngen.runs import RunPaths, mark_latest
+
+
+@dataclass
+class ValidationSplit:
+    """The validation text a run scores, as prepared: ids, characters, and the spelling bits of its <unk>."""
+
+    ids: object  # memory-mapped token ids
+    chars: int
+    unk_bits: float  # what open-vocabulary bits per character adds (rnngen.models.speller)
+    speller: dict  # checkpoint.SPELLER: the training text's distinct tokens, to spell other texts' <unk> later
+
+    @classmethod
+    def of(cls, prepared) -> ValidationSplit:
+        ids = prepared.ids("val")
+        if len(ids) < 2:
+            raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
+        types = prepared.training_types()
+        unk_bits = Speller(types).total_bits(prepared.unknown_words()["val_counts"])
+        return cls(ids, prepared.val_chars, unk_bits, {"types": types})
 
 
 @dataclass

@@ -27,7 +27,7 @@ from rnngen.data import windows
 from rnngen.data.prepare import Prepared, prepare
 from rnngen.data.windows import TokenStreams
 from rnngen.device import resolve_device, rng_state, seed_everything, set_rng_state
-from rnngen.errors import DataError, TrainingFailed, UserError
+from rnngen.errors import TrainingFailed, UserError
 from rnngen.fileio import write_bytes
 from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
@@ -39,7 +39,7 @@ from rnngen.training import finetune
 from rnngen.training.averaging import WeightAverage
 from rnngen.training.gradient_summary import report_training_gradients
 from rnngen.training.ngram_counting import train_ngram
-from rnngen.training.run_files import TrainResult, checkpoint_payload, start_run, write_sample
+from rnngen.training.run_files import TrainResult, ValidationSplit, checkpoint_payload, start_run, write_sample
 
 RNG_PER_RANK = "rng_per_rank"  # checkpoint key: every rank's RNG state, under DDP
 MAX_BAD_STEPS = 5  # non-finite steps in close succession before training gives up
@@ -339,7 +339,8 @@ class Checkpoints:
             "averaged_steps": s.averaged_steps,
         }
         weights, trained = tr.average.saved_states()
-        extra = {checkpoint.TRAINER_STATE: s.to_dict(), **(extra or {}), **(trained if resumable else {})}
+        extra = {checkpoint.TRAINER_STATE: s.to_dict(), checkpoint.SPELLER: tr.validation.speller, **(extra or {})}
+        extra.update(trained if resumable else {})
         payload = checkpoint_payload(tr.config, tr.model_args, weights, tr.vocab, summary, **extra)
         checkpoint.save(path, payload, previous)
 
@@ -465,9 +466,7 @@ class Trainer:
         self.streams = TokenStreams(
             self.prepared.ids("train"), t.batch_size, t.seq_len, self.group.rank, self.group.world_size
         )
-        self.val_ids = self.prepared.ids("val")
-        if len(self.val_ids) < 2:
-            raise DataError("the validation split has fewer than 2 tokens; raise data.val_fraction or give more text")
+        self.validation = ValidationSplit.of(self.prepared)
         # a resumed run rebuilds exactly the module it saved; a new run derives it from the config or its source
         if previous:
             self.model_args = previous[checkpoint.MODEL_ARGS]
@@ -653,9 +652,9 @@ class Trainer:
     # ----------------------------------------------------------------------- evaluation and the plateau schedule
 
     def _evaluate_and_save_best(self) -> Scores:
-        t, s = self.config.train, self.state
+        t, s, v = self.config.train, self.state, self.validation
         scores = evaluate_stream(
-            self.average.evaluated(), self.val_ids, self.prepared.val_chars, t.eval_batch_size, self.device, self.group
+            self.average.evaluated(), v.ids, v.chars, t.eval_batch_size, self.device, self.group, v.unk_bits
         )
         s.last_val = scores.to_dict()
         improved = scores.loss < s.best_val_loss
@@ -755,7 +754,7 @@ def _postfix(row: dict, last_val: dict | None) -> str:
 def _log_line(row: dict) -> str:
     text = f"step {row['step']:>7} | epoch {row['epoch']:.2f} | loss {row['train_loss'] or '-':>8}"
     if row["val_loss"]:
-        text += f" | val {row['val_loss']} (ppl {row['val_ppl']}, bpc {row['val_bpc']})"
+        text += f" | val {row['val_loss']} (ppl {row['val_ppl']}, bpc {row['val_bpc']}, open {row['val_bpc_open']})"
     return (
         text
         + f" | grad {row['grad_norm'] or '-'} clip {row['clip_rate'] or '-'} | {row['tokens_per_s']} tok/s | lr {row['lr']}"
