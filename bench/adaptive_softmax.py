@@ -109,7 +109,7 @@ def quality(args) -> dict:
             "train": {
                 "out_dir": str(work / output), "batch_size": 32, "seq_len": 64, "lr": 0.003, "max_epochs": None,
                 "max_minutes": args.quality_minutes, "eval_every": 100, "save_every": 100_000, "log_every": 50,
-                "sample_length": 0, "device": "cpu",
+                "sample_length": 0, "device": "cpu", "recipe": "none",
             },
         }  # fmt: skip
         path = work / f"{output}.yaml"

@@ -59,7 +59,7 @@ def write_config(path: Path, data: Path, level: str, out_dir: Path, minutes: flo
     settings = ARCHITECTURE[level]
     pretrain = kind == "pretrain"
     train = {"out_dir": str(out_dir), "max_epochs": None, "max_minutes": minutes, "eval_every": 200 if pretrain else 25,
-             "save_every": 200, "sample_length": 0, "device": "cpu", **settings["train"]}  # fmt: skip
+             "save_every": 200, "sample_length": 0, "device": "cpu", "recipe": "none", **settings["train"]}  # fmt: skip
     if kind == "finetune":
         train = {k: v for k, v in train.items() if k not in ("lr", "warmup_steps")}
     data_settings = {"path": str(data), "level": level, "val_fraction": 0.02 if pretrain else 0.1}

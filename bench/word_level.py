@@ -44,12 +44,12 @@ REPLICA = {  # PyTorch examples/word_language_model, main.py defaults
               "tie_weights": False, "output": "full"},
     "train": {"optimizer": "sgd", "lr": 20.0, "momentum": 0.0, "weight_decay": 0.0, "grad_clip": 0.25,
               "seq_len": 35, "batch_size": 20, "eval_batch_size": 10, "lr_schedule": "plateau",
-              "plateau_factor": 0.25, "warmup_steps": 0},
+              "plateau_factor": 0.25, "warmup_steps": 0, "recipe": "none"},
 }  # fmt: skip
 OLD_HUNGER = {  # configs/hunger.yaml before issue 14
     "model": {"cell": "lstm", "embedding_dim": 512, "hidden_size": 512, "num_layers": 2, "dropout": 0.3,
               "tie_weights": True, "output": "full"},  # auto chose full below 10,000 words then
-    "train": {"batch_size": 32, "seq_len": 64, "lr": 0.002, "eval_every": 250, "save_every": 250},
+    "train": {"batch_size": 32, "seq_len": 64, "lr": 0.002, "eval_every": 250, "save_every": 250, "recipe": "none"},
 }  # fmt: skip
 
 

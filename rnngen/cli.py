@@ -53,15 +53,16 @@ def cli(quiet: bool, verbose: bool, debug: bool) -> None:
 
 
 def _resolve(config_path, sets, flags, base=None):
-    """Resolve the config; with no config file and no data path, the built-in demo settings are the base."""
+    """Resolve the config; with no config file and no data path, the built-in demo settings lie under it."""
     from rnngen.config import resolve
 
     own_data = flags.get("data.path") or any(s.startswith("data.path=") for s in sets)
+    defaults = None
     if config_path is None and base is None and not own_data:
         from rnngen.data.demo import DEMO_CONFIG
 
-        base = DEMO_CONFIG
-    return resolve(config_path, sets, flags, base=base)
+        defaults = DEMO_CONFIG
+    return resolve(config_path, sets, flags, base=base, defaults=defaults)
 
 
 def _echo(text: str) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rnngen import recipes
 from rnngen.errors import ConfigError
 
 SECTIONS = ("data", "model", "train", "sample")
@@ -177,6 +178,11 @@ class TrainConfig:
     variable_bptt: bool = setting(
         False, "draw each window's length around seq_len (AWD-LSTM) and scale the learning rate by length/seq_len"
     )
+    recipe: Literal["auto", "none", "char", "word", "word-long", "subword"] = setting(
+        "auto",
+        "settings for the keys no config sets: auto = by data.level and the budget (max_minutes, else max_epochs); "
+        "none = the field defaults; or a recipe by name. A run's config records the recipe used",
+    )
     average: Literal["none", "ema", "nt-asgd"] = setting(
         "none",
         "weights that validation, best.pt and sampling use: none = the trained ones; ema = their exponential moving "
@@ -216,6 +222,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    recipe_keys: tuple[str, ...] = field(default=(), compare=False)  # the dotted keys train.recipe filled in
 
     def to_dict(self) -> dict:
         """Plain data only (lists, not tuples), safe for YAML, JSON and weights_only checkpoints."""
@@ -454,12 +461,17 @@ def resolve(
     sets: list[str] | tuple[str, ...] = (),
     flags: dict[str, Any] | None = None,
     base: dict | None = None,
+    defaults: dict | None = None,
 ) -> Config:
-    """Build a Config from defaults, an optional base mapping, a YAML file, --set items and flags.
+    """Build a Config from the field defaults, a recipe, a YAML file, --set items and flags.
 
-    `base` is a resolved config dict (from a checkpoint or a run) that stands in for the defaults.
+    `base` is a resolved config dict (from a checkpoint or a run) that stands in for the defaults: it has
+    every key already, so no recipe fills in (a key newer than the checkpoint gets its field default).
+    `defaults` is a mapping under the file (the demo settings), above the recipe.
     """
     layers: list[tuple[str, dict]] = []
+    if defaults is not None:
+        layers.append(("the demo settings", defaults))
     if base is not None:
         layers.append(("the checkpoint", base))
     if config_path is not None:
@@ -478,12 +490,31 @@ def resolve(
             flag_values.setdefault(section, {})[name] = value
     if flag_values:
         layers.append(("the command line", flag_values))
-    return build(layers)
+    return build(layers, recipe=base is None)
 
 
-def build(layers: list[tuple[str, dict]]) -> Config:
-    """Merge (origin, mapping) layers over the defaults, coerce and check every value."""
+def build(layers: list[tuple[str, dict]], recipe: bool = True) -> Config:
+    """Merge (origin, mapping) layers over the defaults (and a recipe, see rnngen.recipes), coerce and check
+    every value."""
     problems: list[str] = []
+    merged = _merge(layers, problems)
+    if merged["train"].get("init_from", (None,))[0] is not None:  # fine-tuning: gentler defaults
+        for name, value in FINE_TUNE_DEFAULTS.items():
+            merged["train"].setdefault(name, (value, "the fine-tuning defaults"))
+    from_recipe = _apply_recipe(merged) if recipe else ()
+    sections = {section: _section(section, merged[section], problems) for section in SECTIONS}
+    config = Config(**sections, recipe_keys=from_recipe)
+    if not problems:
+        problems.extend(_blame_recipe(problem, from_recipe, config.train.recipe) for problem in check(config))
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError(f"{len(problems)} problems in the config:\n  - " + "\n  - ".join(problems))
+    return config
+
+
+def _merge(layers: list[tuple[str, dict]], problems: list[str]) -> dict[str, dict[str, tuple[Any, str]]]:
+    """{section: {key: (value, origin)}}, later layers over earlier ones; unknown sections and keys go to problems."""
     merged: dict[str, dict[str, tuple[Any, str]]] = {s: {} for s in SECTIONS}
     keys = valid_keys()
     for origin, mapping in layers:
@@ -502,38 +533,60 @@ def build(layers: list[tuple[str, dict]]) -> Config:
                     problems.append(f"unknown key `{section}.{name}` in {origin}{_suggest(f'{section}.{name}', keys)}")
                     continue
                 merged[section][name] = (value, origin)
-    if merged["train"].get("init_from", (None,))[0] is not None:  # fine-tuning: gentler defaults
-        for name, value in FINE_TUNE_DEFAULTS.items():
-            merged["train"].setdefault(name, (value, "the fine-tuning defaults"))
+    return merged
 
-    sections = {}
-    for section in SECTIONS:
-        cls = SECTION_TYPES[section]
-        hints = _hints(section)
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in merged[section]:
-                continue
-            raw, origin = merged[section][f.name]
-            try:
-                value = _coerce(raw, hints[f.name])
-            except _Bad as e:
-                problems.append(f"{section}.{f.name}: {e} (got {raw!r}, from {origin})")
-                continue
-            out_of_range = _check_range(value, f.metadata)
-            if out_of_range:
-                problems.append(f"{section}.{f.name}: {out_of_range} (got {raw!r}, from {origin})")
-                continue
-            values[f.name] = value
-        sections[section] = cls(**values)
-    config = Config(**sections)
-    if not problems:
-        problems.extend(check(config))
-    if problems:
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
-        raise ConfigError(f"{len(problems)} problems in the config:\n  - " + "\n  - ".join(problems))
-    return config
+
+def _apply_recipe(merged: dict) -> tuple[str, ...]:
+    """Fill the keys no layer set from the recipe for the level and budget; the dotted keys it filled."""
+
+    def value(section: str, key: str):
+        return merged[section][key][0] if key in merged[section] else _field_default(section, key)
+
+    name = recipes.choose(
+        value("train", "recipe"), value("data", "level"), value("train", "max_minutes"), value("train", "max_epochs")
+    )
+    filled = []
+    for section, values in recipes.settings(name).items():
+        for key, setting_value in values.items():
+            if key not in merged[section]:
+                merged[section][key] = (setting_value, f"the {name} recipe")
+                filled.append(f"{section}.{key}")
+    if name in recipes.NAMES:  # the resolved config says which recipe it is made of
+        merged["train"]["recipe"] = (name, merged["train"].get("recipe", (None, "the recipe"))[1])
+    return tuple(filled)
+
+
+def _blame_recipe(problem: str, filled: tuple[str, ...], name: str) -> str:
+    """A rule broken by a key the recipe filled in: say so, and how to take that key over."""
+    keys = [key for key in filled if key in problem]
+    if not keys:
+        return problem
+    return f"{problem} ({', '.join(keys)} came from the {name} recipe: set them yourself, or set train.recipe: none)"
+
+
+def _field_default(section: str, key: str):
+    field_ = SECTION_TYPES[section].__dataclass_fields__[key]
+    return field_.default if field_.default is not dataclasses.MISSING else field_.default_factory()
+
+
+def _section(section: str, values: dict[str, tuple[Any, str]], problems: list[str]):
+    """One section's dataclass from its merged (value, origin) pairs; a value that does not fit goes to problems."""
+    cls, hints, kept = SECTION_TYPES[section], _hints(section), {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        raw, origin = values[f.name]
+        try:
+            value = _coerce(raw, hints[f.name])
+        except _Bad as e:
+            problems.append(f"{section}.{f.name}: {e} (got {raw!r}, from {origin})")
+            continue
+        out_of_range = _check_range(value, f.metadata)
+        if out_of_range:
+            problems.append(f"{section}.{f.name}: {out_of_range} (got {raw!r}, from {origin})")
+            continue
+        kept[f.name] = value
+    return cls(**kept)
 
 
 def check(config: Config) -> list[str]:
@@ -615,8 +668,8 @@ def _check_input_and_output(m: ModelConfig) -> list[str]:
 
 
 def from_dict(data: dict, origin: str = "the checkpoint") -> Config:
-    """Rebuild a Config from its plain-dict form (checkpoints, saved run configs)."""
-    return build([(origin, data)])
+    """Rebuild a Config from its plain-dict form (checkpoints, saved run configs): no recipe fills in."""
+    return build([(origin, data)], recipe=False)
 
 
 # A run's saved config begins and ends with these lines; one that begins so but lacks the end was cut short.

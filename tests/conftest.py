@@ -75,6 +75,7 @@ def tiny_config(tmp_path: Path, corpus: Path, **sections) -> Path:
             "log_every": 5,
             "sample_length": 20,
             "device": "cpu",
+            "recipe": "none",  # exactly these settings: no recipe fills the keys left out
         },
         "sample": {"length": 30},
     }

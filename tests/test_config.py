@@ -28,7 +28,7 @@ def test_every_shipped_config_resolves(path):
 
 
 def test_demo_yaml_matches_the_built_in_demo():
-    assert resolve(Path(__file__).parent.parent / "configs/demo.yaml") == resolve(None, base=DEMO_CONFIG)
+    assert resolve(Path(__file__).parent.parent / "configs/demo.yaml") == resolve(None, defaults=DEMO_CONFIG)
 
 
 def test_precedence_defaults_file_set_flags(tmp_path):

@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 
 
 def config_for(tmp_path, path, *extra):
-    return resolve(None, [f"data.path={path}", f"train.out_dir={tmp_path / 'run'}", *extra])
+    return resolve(None, [f"data.path={path}", f"train.out_dir={tmp_path / 'run'}", "train.recipe=none", *extra])
 
 
 def test_char_prepare_files_and_split(tmp_path):

@@ -544,6 +544,11 @@ class Trainer:
         t, paths, group, args = self.config.train, self.paths, self.group, self.model_args
         if group.is_writer:
             start_run(self.config, paths)
+        if self.config.recipe_keys and group.is_writer:  # a resume's config comes whole from the checkpoint
+            console.info(
+                f"recipe {t.recipe} (for data.level {self.config.data.level} and this budget) set what no config did: "
+                + ", ".join(self.config.recipe_keys)
+            )
         processes = f" x {group.world_size} processes" if group.enabled else ""
         console.info(
             f"training {args['cell']} {args['num_layers']}x{args['hidden_size']} "
