@@ -33,6 +33,11 @@ def setting(default, help: str, *, min=None, max=None, above=None, below=None):
 # What a fine-tuning run (train.init_from) uses for the keys it does not set: a gentler start than the field
 # defaults, so the first updates do not wash out what the source model learned.
 FINE_TUNE_DEFAULTS = {"lr": 1e-3, "warmup_steps": 20}
+# What cell hmm trains with for the keys it does not set: each logit must travel far from its random start (a
+# state's emission falls from 1/V to nearly 0 for most tokens), which Adam at the recurrent cells' 2e-3 takes
+# thousands of steps to do; at 0.3 the held-out loss after 150 steps was 17% lower (docs/markov.md). Weight
+# decay would pull every distribution back towards uniform.
+HMM_DEFAULTS = {"optimizer": "adamw", "lr": 0.3, "weight_decay": 0.0}
 FREEZABLE = ("embedding", "rnn", "output")  # train.freeze names; rnn.N names one layer
 # What cell hmm refuses when set (config.recurrent_only); hidden_size, num_layers, dropout ... it just ignores.
 RECURRENT_ONLY = {
@@ -142,8 +147,8 @@ class TrainConfig:
     target_loss: float | None = setting(None, "stop once validation loss (nats/token) falls below this", above=0)
     patience: int | None = setting(None, "stop after this many evaluations without improvement", min=1)
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd (with momentum)")
-    lr: float = setting(2e-3, "peak learning rate", above=0)
-    weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd)", min=0)
+    lr: float = setting(2e-3, f"peak learning rate (cell hmm: {HMM_DEFAULTS['lr']:g} unless set)", above=0)
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd); cell hmm: 0 unless set", min=0)
     momentum: float = setting(0.9, "sgd momentum", min=0, below=1)
     lr_schedule: Literal["cosine", "constant", "plateau"] = setting(
         "cosine", "after warmup: cosine decay, constant, or divide on a validation plateau"
@@ -508,6 +513,9 @@ def build(layers: list[tuple[str, dict]]) -> Config:
     if merged["train"].get("init_from", (None,))[0] is not None:  # fine-tuning: gentler defaults
         for name, value in FINE_TUNE_DEFAULTS.items():
             merged["train"].setdefault(name, (value, "the fine-tuning defaults"))
+    if merged["model"].get("cell", (None,))[0] == "hmm":
+        for name, value in HMM_DEFAULTS.items():
+            merged["train"].setdefault(name, (value, "the hmm defaults"))
 
     sections = {}
     for section in SECTIONS:

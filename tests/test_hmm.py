@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rnngen import api, checkpoint
+from rnngen.config import HMM_DEFAULTS, resolve
 from rnngen.data.vocab import Vocab
 from rnngen.generate.sample import DecodeOptions, generate
 from rnngen.models.hmm import HiddenMarkovLM
@@ -132,7 +133,7 @@ def test_tables_follow_the_weights_after_an_update():
 def hmm_config(tmp_path, corpus, **train):
     return tiny_config(
         tmp_path, corpus, model={"cell": "hmm", "hmm_states": 12},
-        train={"max_steps": 40, "eval_every": 20, "save_every": 20, "lr": 0.1, "weight_decay": 0.0, **train},
+        train={"max_steps": 40, "eval_every": 20, "save_every": 20, **train},
     )  # fmt: skip
 
 
@@ -255,3 +256,10 @@ def test_config_refuses_recurrent_only_settings_for_hmm(tmp_path, corpus):
     assert "model.cell hmm: model.spelling (true), model.cache_size (50), train.ar_alpha (2.0)" in result.stderr
     result = run_cli("train", "--config", config, "--set", "model.hmm_states=0")
     assert result.exit_code == 2 and "model.hmm_states: must be at least 1" in result.stderr
+
+
+def test_hmm_has_its_own_learning_rate_unless_one_is_set():
+    assert resolve(None, ["model.cell=hmm"]).train.lr == HMM_DEFAULTS["lr"]
+    assert resolve(None, ["model.cell=hmm"]).train.weight_decay == 0.0
+    assert resolve(None, ["model.cell=hmm", "train.lr=0.01"]).train.lr == 0.01
+    assert resolve(None, []).train.lr != HMM_DEFAULTS["lr"]

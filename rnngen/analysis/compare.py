@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnngen import api, console
-from rnngen.config import HMM_MAX_STATES, Config, without_recurrent_only
+from rnngen.config import HMM_DEFAULTS, HMM_MAX_STATES, Config, without_recurrent_only
 from rnngen.data.prepare import Prepared, prepare
 from rnngen.errors import UserError
 from rnngen.models.ngram import state_bytes
@@ -112,6 +112,8 @@ def _train(config: Config, spec: Spec, budget: float, out_dir: Path, progress: s
     limits = dataclasses.replace(config.train, out_dir=str(out_dir), max_minutes=budget)
     how = "counting n-grams" if spec.cell == "ngram" else f"training for up to {budget:g} min"
     console.info(f"compare {progress}: {spec.name}, {how} -> {out_dir}")
+    if spec.cell == "hmm":  # the config's optimizer settings are the recurrent networks'; an HMM needs its own
+        limits = dataclasses.replace(limits, **HMM_DEFAULTS)
     run_config = config.replace(model=model, train=limits)
     if spec.cell in MARKOV_CELLS:  # a cache, spelling or AR/TAR of the config act on parts these have not got
         run_config = without_recurrent_only(run_config)
