@@ -33,20 +33,25 @@ lookup (F.embedding) and its gradient one dense scatter; column k is state k's d
 from __future__ import annotations
 
 import contextlib
-from typing import NamedTuple
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-class Tables(NamedTuple):
+class Tables:
     """The normalised distributions the logits stand for."""
 
-    start: torch.Tensor  # (K,) p(z_1)
-    transition: torch.Tensor  # (K, K) p(z_t | z_{t-1}), rows sum to 1
-    emission_log: torch.Tensor  # (V, K) log p(x | z), columns sum to 1 in probability
-    emission: torch.Tensor  # (V, K) the same, as probabilities
+    def __init__(self, start: torch.Tensor, transition: torch.Tensor, emission_log: torch.Tensor):
+        self.start = start  # (K,) p(z_1)
+        self.transition = transition  # (K, K) p(z_t | z_{t-1}), rows sum to 1
+        self.emission_log = emission_log  # (V, K) log p(x | z), each column a distribution over the vocabulary
+
+    @functools.cached_property
+    def emission(self) -> torch.Tensor:
+        """(V, K) the emissions as probabilities: made when asked for (the loss needs only the log ones)."""
+        return self.emission_log.exp()
 
 
 def model_args(model_config, vocab_size: int) -> dict:
@@ -92,12 +97,10 @@ class HiddenMarkovLM(nn.Module):
         return self._memo[1]
 
     def _normalise(self) -> Tables:
-        emission_log = torch.log_softmax(self.emission_logits.float(), dim=0)
         return Tables(
             torch.softmax(self.start_logits.float(), dim=0),
             torch.softmax(self.transition_logits.float(), dim=-1),
-            emission_log,
-            emission_log.exp(),
+            torch.log_softmax(self.emission_logits.float(), dim=0),
         )
 
     # ----------------------------------------------------------------------- the forward algorithm
@@ -117,8 +120,9 @@ class HiddenMarkovLM(nn.Module):
         columns = (logs - top).exp()  # (B, T, K), largest entry 1
         q, norms, states = prior, [], []
         steps = token_ids.size(1)
-        for t in range(steps):
-            joint = q * columns[:, t]  # (B, K) p(z_t = k, x_t | x_<t), scaled
+        # unbind, not columns[:, t]: the backward of T selects would fill T zero tensors of the whole (B, T, K)
+        for t, column in enumerate(columns.unbind(dim=1)):
+            joint = q * column  # (B, K) p(z_t = k, x_t | x_<t), scaled
             norm = joint.sum(dim=-1, keepdim=True)  # (B, 1) c_t, scaled
             norms.append(norm)
             if predict_last or t < steps - 1:
