@@ -16,6 +16,7 @@ from rnngen.generate.sample import DecodeOptions, generate
 from rnngen.models.hmm import HiddenMarkovLM
 from rnngen.models.registry import build_model
 from rnngen.models.state import detach_state, select_streams
+from rnngen.training import finetune
 from tests.conftest import run_cli, tiny_config
 from tests.test_serve import Server, sse
 
@@ -83,6 +84,15 @@ def test_viterbi_finds_the_most_likely_path_of_all(seed):
     path, logprob = model.viterbi(tokens)
     assert tuple(path) == best
     assert logprob == pytest.approx(math.log(path_probability(tables, tokens.tolist(), best)), abs=1e-5)
+
+
+def test_the_recursion_stays_float32_under_mixed_precision():
+    model = random_hmm(states=6, vocab_size=9, seed=4)
+    x = torch.randint(0, 9, (2, 30), generator=torch.Generator().manual_seed(4))
+    plain, _ = model.loss(x[:, :-1], x[:, 1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, state = model.loss(x[:, :-1], x[:, 1:])
+    assert mixed.dtype == state.dtype == torch.float32 and mixed.item() == plain.item()
 
 
 def hand_set_hmm() -> HiddenMarkovLM:
@@ -263,3 +273,20 @@ def test_hmm_has_its_own_learning_rate_unless_one_is_set():
     assert resolve(None, ["model.cell=hmm"]).train.weight_decay == 0.0
     assert resolve(None, ["model.cell=hmm", "train.lr=0.01"]).train.lr == 0.01
     assert resolve(None, []).train.lr != HMM_DEFAULTS["lr"]
+
+
+def test_fine_tuning_grows_the_emissions_and_keeps_the_old_tokens_odds(hmm_run, tmp_path):
+    new = tmp_path / "new.txt"
+    new.write_text("the zebra sat on the quay.\n" * 40, encoding="utf-8")  # z, q, u, y are new characters
+    config = tiny_config(tmp_path / "ft", new, model={"cell": "hmm"}, train={"max_steps": 4, "eval_every": 4})
+    result = run_cli("train", "--config", config, "--init-from", hmm_run, "--set", "train.lr=0.1")
+    assert result.exit_code == 0, result.stderr
+    assert "fine-tuning from" in result.stderr and "hmm with 12 states, vocabulary 21 -> 25" in result.stderr
+    source = checkpoint.load(hmm_run / "best.pt")
+    args = {**source[checkpoint.MODEL_ARGS], "vocab_size": 25}
+    grown = build_model(args)
+    grown.load_state_dict(finetune.grown_state(source, args, seed=0))
+    before = torch.softmax(source[checkpoint.MODEL_STATE]["emission_logits"], dim=0)  # (21, K)
+    after = grown.tables().emission.detach()  # (25, K)
+    assert torch.allclose(after[1:21] / after[1:2], before[1:] / before[1:2], rtol=1e-4)  # old odds kept
+    assert torch.allclose(after[21:].sum(0), after[0], rtol=1e-4)  # the new ones share what <unk> has

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rnngen.data.vocab import UNK_ID
 
 
 class Tables:
@@ -190,6 +193,18 @@ class HiddenMarkovLM(nn.Module):
         for previous in reversed(back):
             path.append(int(previous[path[-1]]))
         return path[::-1], float(best.max())
+
+
+def grown_state(state: dict, added: int) -> dict:
+    """An HMM's weights for `added` new tokens at the end of the vocabulary (fine-tuning, train.init_from).
+
+    Each new token gets <unk>'s emission logits minus ln(added): in every state the new tokens together
+    take what <unk> had, and every old token keeps its odds against every other (all are scaled by the
+    same 1 / (1 + p(<unk> | state))), as a full softmax grows in rnngen.training.finetune.
+    """
+    emission = state["emission_logits"]  # (V, K)
+    new_rows = (emission[UNK_ID] - math.log(added)).expand(added, -1)
+    return {**state, "emission_logits": torch.cat([emission, new_rows])}
 
 
 def _float32(token_ids: torch.Tensor):
