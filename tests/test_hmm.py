@@ -223,6 +223,11 @@ def test_states_refuses_what_it_cannot_label(hmm_run, args, message):
     assert result.stdout == ""
 
 
+def test_diagnose_points_an_hmm_to_states(hmm_run):
+    result = run_cli("diagnose", hmm_run)
+    assert result.exit_code == 2 and "is an HMM (`rnngen states` shows its hidden states)" in result.stderr
+
+
 def test_states_refuses_a_recurrent_checkpoint(tmp_path, corpus):
     assert run_cli("train", "--config", tiny_config(tmp_path, corpus, train={"max_steps": 2})).exit_code == 0
     result = run_cli("states", tmp_path / "run", "--text", "the")
