@@ -29,7 +29,7 @@ def states_report(model: Model, text: str | None, top: int, on_unknown: str = "e
             "HMM (model.cell: hmm), e.g. `rnngen train --set model.cell=hmm`"
         )
     module = model.module
-    report = {"checkpoint": str(model.path), "level": model.vocab.level, "states": module.states}
+    report = {"checkpoint": str(model.path), "level": model.vocab.level, "states": module.hmm_states}
     counts = None
     if text is not None:
         ids = _encode(model, text, on_unknown)
@@ -43,7 +43,7 @@ def states_report(model: Model, text: str | None, top: int, on_unknown: str = "e
             path_share=math.exp(path_logprob - text_logprob),
         )
         counts = Counter(path)
-    order = [s for s, _ in counts.most_common()] if counts else range(module.states)
+    order = [s for s, _ in counts.most_common()] if counts else range(module.hmm_states)
     emission = module.tables().emission  # (V, K)
     best = torch.topk(emission, min(top, emission.size(0)), dim=0)  # (top, K) each
     report["by_state"] = [

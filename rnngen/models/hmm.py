@@ -71,7 +71,7 @@ class HiddenMarkovLM(nn.Module):
 
     def __init__(self, vocab_size: int, hmm_states: int, cell: str = "hmm"):
         super().__init__()
-        self.cell, self.vocab_size, self.states = cell, vocab_size, hmm_states
+        self.cell, self.vocab_size, self.hmm_states = cell, vocab_size, hmm_states
         # random logits break the symmetry between states (equal ones would get equal gradients forever)
         self.start_logits = nn.Parameter(torch.randn(hmm_states))
         self.transition_logits = nn.Parameter(torch.randn(hmm_states, hmm_states))
@@ -80,7 +80,7 @@ class HiddenMarkovLM(nn.Module):
 
     def cost_per_token(self) -> int:
         """Multiply-adds to read one token and score the next: K^2 (predict) + K (filter and score)."""
-        return self.states**2 + self.states
+        return self.hmm_states**2 + self.hmm_states
 
     # ----------------------------------------------------------------------- the distributions
 
@@ -188,7 +188,7 @@ class HiddenMarkovLM(nn.Module):
         for t in range(1, len(token_ids)):
             scores, previous = (best[:, None] + log_transition).max(dim=0)  # (K,) over the state before
             best = scores + emissions[t]
-            back.append(previous)
+            back.append(previous.to(torch.int16))  # K <= 32,768: a quarter of the memory of int64 for long texts
         path = [int(best.argmax())]
         for previous in reversed(back):
             path.append(int(previous[path[-1]]))
