@@ -295,3 +295,14 @@ def test_fine_tuning_grows_the_emissions_and_keeps_the_old_tokens_odds(hmm_run, 
     after = grown.tables().emission.detach()  # (25, K)
     assert torch.allclose(after[1:21] / after[1:2], before[1:] / before[1:2], rtol=1e-4)  # old odds kept
     assert torch.allclose(after[21:].sum(0), after[0], rtol=1e-4)  # the new ones share what <unk> has
+
+
+@pytest.mark.parametrize("level, extra", [("word", {}), ("subword", {"vocab_size": 300})])
+def test_word_and_subword_levels_train_sample_and_label(tmp_path, corpus, level, extra):
+    config = tiny_config(tmp_path, corpus, data={"level": level, **extra}, model={"cell": "hmm", "hmm_states": 8},
+                         train={"max_steps": 10, "eval_every": 10})  # fmt: skip
+    assert run_cli("train", "--config", config).exit_code == 0
+    sample = run_cli("sample", "--run", tmp_path / "run", "--seed", "the cat", "--length", "12", "--random-seed", "0")
+    assert sample.exit_code == 0 and sample.stdout.startswith("the cat")
+    states = json.loads(run_cli("states", tmp_path / "run", "--text", "the dog sat", "--json").stdout)
+    assert "".join(t["token"] for t in states["tokens"]).replace(" ", "").replace("Ġ", "") == "thedogsat"
