@@ -439,7 +439,8 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
 @click.option("--on-unknown", type=click.Choice(["error", "unk"]), default="error", show_default=True,
               help="Tokens of the text not in the vocabulary: an error, or read as <unk>.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True,
+              help="Where to run; Viterbi takes one token at a time, which suits the CPU best.")  # fmt: skip
 def states(target, text, data_path, top, on_unknown, as_json, device):
     """The hidden states of an HMM (model.cell hmm): each token's state on the most likely path, and each
     state's most likely tokens.
