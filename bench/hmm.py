@@ -20,7 +20,7 @@ perplexity, next to rnngen's hmm-128 scored the same way (the held-out text as o
 the start, its words never seen in training read as <unk> by both). Goal (issue 29): rnngen at least 20x faster per pass, and no worse perplexity.
 hmmlearn is not a dependency of rnngen: `pip install hmmlearn` (the arm is skipped without it).
 
-    flock /tmp/rnngen-bench.lock python bench/hmm.py                  # about 40 minutes on 2 cores
+    flock /tmp/rnngen-bench.lock python bench/hmm.py                  # about 35 minutes on 2 cores
     python bench/hmm.py --minutes 0.2 --states 16,32 --hmmlearn-states 16  # a smoke run, about 3 minutes
 """
 
