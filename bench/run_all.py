@@ -21,14 +21,14 @@ SCRIPTS = [
 
 
 def main() -> int:
-    """`make bench` (or `python bench/run_all.py --minutes M`: training minutes per arm of word_level.py)."""
+    """`make bench` (or `python bench/run_all.py --minutes M`: training minutes per arm of word_level.py and hmm.py)."""
     minutes = sys.argv[sys.argv.index("--minutes") + 1] if "--minutes" in sys.argv else None
     failed = []
     for name in SCRIPTS + [
         p.name for p in sorted(HERE.glob("*.py")) if p.name not in SCRIPTS + ["run_all.py", "common.py"]
     ]:
         print(f"--- {name}", flush=True)
-        extra = ["--minutes", minutes] if minutes and name == "word_level.py" else []
+        extra = ["--minutes", minutes] if minutes and name in ("word_level.py", "hmm.py") else []
         if subprocess.run([sys.executable, str(HERE / name), *extra], cwd=HERE).returncode != 0:
             failed.append(name)
     if failed:

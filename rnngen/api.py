@@ -153,6 +153,7 @@ class Model:
             "embedding_dim": self.model_args.get("embedding_dim"),
             "tie_weights": self.model_args.get("tie_weights"),
             "order": self.model_args.get("order"),
+            "hmm_states": self.model_args.get("hmm_states"),
             "stored_ngrams": summary.get("stored_ngrams"),
             "input": self.model_args.get("input"),
             "output": self.model_args.get("output"),

@@ -414,6 +414,42 @@ def diagnose(targets, data_path, steps, with_init, as_json, plot_path, device):
         _echo(format_report(profiles))
 
 
+# --------------------------------------------------------------------------- states
+
+
+@cli.command()
+@click.argument("target", type=click.Path(), metavar="CHECKPOINT_OR_RUN")
+@click.option("--text", help="Text whose tokens get their most likely states.")
+@click.option("--data", "data_path", help="Text file whose tokens get their most likely states, or - for stdin.")
+@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True, help="Most likely tokens per state.")
+@click.option("--on-unknown", type=click.Choice(["error", "unk"]), default="error", show_default=True,
+              help="Tokens of the text not in the vocabulary: an error, or read as <unk>.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True,
+              help="Where to run; Viterbi takes one token at a time, which suits the CPU best.")  # fmt: skip
+def states(target, text, data_path, top, on_unknown, as_json, device):
+    """The hidden states of an HMM (model.cell hmm): each token's state on the most likely path, and each
+    state's most likely tokens.
+
+    With --text or --data, every token of the text gets its state on the Viterbi path, and the states
+    it uses are listed with their tokens; without, every state is listed.
+
+    \b
+    Examples:
+      rnngen states runs/hmm --text "the cat sat on the mat."
+      rnngen states runs/hmm --top 5 --json | jq '.by_state[0]'
+    """
+    from rnngen.analysis.hmm_states import render, states_report
+    from rnngen.api import load
+
+    if text is not None and data_path:
+        raise click.UsageError("give only one of --text and --data")
+    if data_path:
+        text = _read_eval_text(data_path)
+    report = states_report(load(target, device), text, top, on_unknown)
+    _echo(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if as_json else render(report))
+
+
 # --------------------------------------------------------------------------- plot
 
 
@@ -458,8 +494,8 @@ def plot(run_dirs, output, x_axis):
 @config_option
 @set_option
 @click.option("--models", "model_specs", multiple=True, metavar="SPEC[,SPEC...]",
-              help="Models to compare: rnn, lstm, gru, ngram:N or a checkpoint/run path (repeatable, or comma-separated). "
-                   "Default: ngram:2,ngram:3,ngram:5,rnn,lstm,gru.")  # fmt: skip
+              help="Models to compare: rnn, lstm, gru, ngram:N, hmm:K or a checkpoint/run path (repeatable, or "
+                   "comma-separated). Default: ngram:2,ngram:3,ngram:5,rnn,lstm,gru.")  # fmt: skip
 @click.option("--budget-minutes", type=click.FloatRange(min=0, min_open=True),
               help="Training time of each neural model (default: train.max_minutes, else 5).")  # fmt: skip
 @click.option(
@@ -469,17 +505,18 @@ def plot(run_dirs, output, x_axis):
     "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), help="Where to train and run (train.device)."
 )
 def compare(config_path, sets, model_specs, budget_minutes, output_format, device):
-    """Markov (n-gram) models against RNN, LSTM and GRU on the same text: one table.
+    """Markov models (n-gram, HMM) against RNN, LSTM and GRU on the same text: one table.
 
     Trains every model on the config's prepared data (the neural ones at the config's model
     size, each for the same time budget) into <train.out_dir>/compare/<model>, replacing an
-    earlier comparison there, then prints size, memory, training time, validation loss,
-    perplexity, bits per character, sampling speed and a sample of each.
+    earlier comparison there, then prints size, memory, training time, seconds per epoch, cost
+    per token, validation loss, perplexity, bits per character, sampling speed and a sample of each.
 
     \b
     Examples:
       rnngen compare --config configs/shakespeare_char.yaml --budget-minutes 5
       rnngen compare --models ngram:3,ngram:7,lstm --budget-minutes 2 --format csv
+      rnngen compare --models hmm:64,hmm:256,ngram:5,lstm --set data.level=word
       rnngen compare --models runs/hunger --models ngram:3 --config configs/hunger.yaml
     """
     from rnngen.analysis.compare import DEFAULT_SPECS, parse_specs, render

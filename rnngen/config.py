@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import types
 import typing
@@ -33,7 +34,16 @@ def setting(default, help: str, *, min=None, max=None, above=None, below=None):
 # What a fine-tuning run (train.init_from) uses for the keys it does not set: a gentler start than the field
 # defaults, so the first updates do not wash out what the source model learned.
 FINE_TUNE_DEFAULTS = {"lr": 1e-3, "warmup_steps": 20}
+HMM_DEFAULTS = recipes.RECIPES["hmm"]["train"]  # what cell hmm trains with unless set (rnngen.recipes)
 FREEZABLE = ("embedding", "rnn", "output")  # train.freeze names; rnn.N names one layer
+# What cell hmm refuses when set (config.recurrent_only); hidden_size, num_layers, dropout ... it just ignores.
+RECURRENT_ONLY = {
+    "model": ("tie_weights", "input", "embeddings_path", "embeddings_freeze", "spelling", "output", "adaptive_cutoffs",
+              "locked_dropout", "dropout_input", "dropout_hidden", "dropout_output", "embedding_dropout",
+              "weight_drop", "cache_size"),
+    "train": ("ar_alpha", "tar_beta", "freeze"),
+}  # fmt: skip
+HMM_MAX_STATES = 32_768  # Chiu & Rush 2020 trained 2^15 states on GPUs; the K x K transition is then 4 GB
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: Literal["rnn", "lstm", "gru", "ngram"] = setting(
-        "lstm", "recurrent cell: rnn (tanh/relu), lstm or gru; or ngram, the count-based Markov baseline"
+    cell: Literal["rnn", "lstm", "gru", "ngram", "hmm"] = setting(
+        "lstm",
+        "recurrent cell: rnn (tanh/relu), lstm or gru; or ngram, the count-based Markov baseline; or hmm, a "
+        "Hidden Markov Model",
     )
     nonlinearity: Literal["tanh", "relu"] = setting("tanh", "activation of the plain rnn cell")
     embedding_dim: int = setting(256, "size of the learned token embedding", min=1)
@@ -89,6 +101,9 @@ class ModelConfig:
         "adaptive output: ids where the head and each tail cluster end (null = a tenth of the vocabulary, then x5)",
     )
     order: int = setting(5, "cell ngram only: predict each token from the order-1 tokens before it", min=1, max=16)
+    hmm_states: int = setting(
+        256, "cell hmm only: hidden states K; each token costs K^2 + K multiply-adds", min=1, max=HMM_MAX_STATES
+    )
     locked_dropout: bool = setting(
         False, "variational dropout: one mask per sequence, reused at every time step (AWD-LSTM), not one per step"
     )
@@ -129,8 +144,8 @@ class TrainConfig:
     target_loss: float | None = setting(None, "stop once validation loss (nats/token) falls below this", above=0)
     patience: int | None = setting(None, "stop after this many evaluations without improvement", min=1)
     optimizer: Literal["adamw", "sgd"] = setting("adamw", "adamw or sgd (with momentum)")
-    lr: float = setting(2e-3, "peak learning rate", above=0)
-    weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd)", min=0)
+    lr: float = setting(2e-3, f"peak learning rate (cell hmm: {HMM_DEFAULTS['lr']:g} unless set)", above=0)
+    weight_decay: float = setting(0.01, "decoupled weight decay (adamw) or L2 (sgd); cell hmm: 0 unless set", min=0)
     momentum: float = setting(0.9, "sgd momentum", min=0, below=1)
     lr_schedule: Literal["cosine", "constant", "plateau"] = setting(
         "cosine", "after warmup: cosine decay, constant, or divide on a validation plateau"
@@ -178,7 +193,7 @@ class TrainConfig:
     variable_bptt: bool = setting(
         False, "draw each window's length around seq_len (AWD-LSTM) and scale the learning rate by length/seq_len"
     )
-    recipe: Literal["auto", "none", "char", "word", "word-long", "subword"] = setting(
+    recipe: Literal["auto", "none", "char", "word", "word-long", "subword", "hmm"] = setting(
         "auto",
         "settings for the keys no config sets: auto = by data.level and the budget (max_minutes, else max_epochs); "
         "none = the field defaults; or a recipe by name. A run's config records the recipe used",
@@ -543,8 +558,9 @@ def _apply_recipe(merged: dict) -> tuple[str, ...]:
         return merged[section][key][0] if key in merged[section] else _field_default(section, key)
 
     name = recipes.choose(
-        value("train", "recipe"), value("data", "level"), value("train", "max_minutes"), value("train", "max_epochs")
-    )
+        value("train", "recipe"), value("model", "cell"), value("data", "level"),
+        value("train", "max_minutes"), value("train", "max_epochs"),
+    )  # fmt: skip
     filled = []
     for section, values in recipes.settings(name).items():
         for key, setting_value in values.items():
@@ -600,6 +616,7 @@ def check(config: Config) -> list[str]:
         )
     problems.extend(_check_input_and_output(m))
     problems.extend(_check_spelling(config))
+    problems.extend(_check_hmm(config))
     problems.extend(f"train.freeze: {problem}" for problem in map(_check_freeze_name, t.freeze) if problem)
     if t.batch_size % t.grad_accum_steps:
         problems.append(
@@ -636,6 +653,39 @@ def _check_spelling(config: Config) -> list[str]:
             "embedding and no model.embeddings_path (pre-trained vectors fill a table of one row per word)"
         )
     return problems
+
+
+def recurrent_only(config: Config) -> dict[str, tuple[Any, Any]]:
+    """Keys set away from their defaults that act on parts only a recurrent network has (an embedding table,
+    hidden outputs, layers): {dotted key: (value, default)}. Cell hmm refuses them; plain sizes are ignored."""
+    found = {}
+    for section, names in RECURRENT_ONLY.items():
+        values, defaults = getattr(config, section), SECTION_TYPES[section]()
+        for name in names:
+            if getattr(values, name) != getattr(defaults, name):
+                found[f"{section}.{name}"] = (getattr(values, name), getattr(defaults, name))
+    return found
+
+
+def without_recurrent_only(config: Config) -> Config:
+    """The config with every recurrent_only key at its default: an hmm run made from a recurrent config (compare)."""
+    sections = {}
+    for section, names in RECURRENT_ONLY.items():
+        defaults = SECTION_TYPES[section]()
+        sections[section] = dataclasses.replace(getattr(config, section), **{n: getattr(defaults, n) for n in names})
+    return config.replace(**sections)
+
+
+def _check_hmm(config: Config) -> list[str]:
+    found = recurrent_only(config) if config.model.cell == "hmm" else {}
+    if not found:
+        return []
+    shown = ", ".join(f"{key} ({json.dumps(_plain(value))})" for key, (value, _) in found.items())
+    defaults = ", ".join(f"{key.split('.')[1]}: {json.dumps(_plain(default))}" for key, (_, default) in found.items())
+    return [
+        f"model.cell hmm: {shown} act on parts only the recurrent cells have (an embedding table, hidden outputs, "
+        f"layers); remove them, or set them to their defaults ({defaults})"
+    ]
 
 
 def _check_input_and_output(m: ModelConfig) -> list[str]:

@@ -15,7 +15,8 @@ a checkpoint's config is never re-resolved through a recipe.
 
 The word recipes are `configs/hunger.yaml` and `configs/hunger_long.yaml` without their paths and
 budgets, and the subword one is `configs/novel_subword.yaml`'s (tests keep them equal); what each
-setting does and what they measured is in the configs' comments and docs/word-level.md.
+setting does and what they measured is in the configs' comments and docs/word-level.md. The
+recurrent recipes are for the recurrent cells: the hidden Markov model has its own, the n-gram none.
 """
 
 from __future__ import annotations
@@ -50,14 +51,24 @@ RECIPES: dict[str, dict[str, dict]] = {
                   "lr": 0.003, "weight_decay": 0.01, "eval_every": 250, "save_every": 250},
     },
 }  # fmt: skip
+RECIPES["hmm"] = {
+    # the hidden Markov model (cell hmm), at any level:
+    # it trains with these for the keys it does not set: each logit must travel far from its random start (a
+    # state's emission falls from 1/V to nearly 0 for most tokens), which Adam at the recurrent cells' 2e-3 takes
+    # thousands of steps to do; after 150 steps, 4.85 nats per word at 0.3 against 5.85 at 0.03 (docs/markov.md).
+    # Weight decay would pull every distribution back towards uniform.
+    "train": {"optimizer": "adamw", "lr": 0.3, "weight_decay": 0.0},
+}
 NAMES = ("auto", "none", *RECIPES)
 
 
-def choose(requested: str, level, max_minutes, max_epochs) -> str:
-    """The recipe's name: `requested` itself, or for auto the one for the level and the budget ("none" for an
-    unknown level: the config check will name it)."""
+def choose(requested: str, cell, level, max_minutes, max_epochs) -> str:
+    """The recipe's name: `requested` itself, or for auto the one for the cell, the level and the budget ("none"
+    for the n-gram model, which has nothing to set, and for an unknown level: the config check names it)."""
     if requested != "auto":
         return requested
+    if cell in ("hmm", "ngram"):
+        return "hmm" if cell == "hmm" else "none"
     if level not in ("char", "word", "subword"):
         return "none"
     if level != "word":

@@ -42,7 +42,9 @@ def test_compare_trains_and_measures_every_model(tmp_path, corpus):
     assert float(row["val_loss"]) == pytest.approx(four_gram["val_loss"])
 
     table = render(rows, "markdown").splitlines()
-    assert table[0].startswith("| model | size | memory (MB) | train time (s) | val loss | perplexity | bits/char")
+    assert table[0].startswith(
+        "| model | size | memory (MB) | train time (s) | s/epoch | cost/token | val loss | perplexity | bits/char"
+    )
     assert len(table) == 2 + len(rows) and "n-grams" in table[2] and "params" in table[4]
 
 

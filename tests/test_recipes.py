@@ -38,7 +38,7 @@ def test_a_run_without_config_gets_the_shipped_config_of_its_level_and_budget(co
     shipped = resolve(CONFIGS / config_file)
     got = quickstart(level, minutes, f"data.val_fraction={shipped.data.val_fraction}")
     assert recipe_part(got) == recipe_part(shipped)
-    assert got.train.recipe == shipped.train.recipe == recipes.choose("auto", level, minutes, None)
+    assert got.train.recipe == shipped.train.recipe == recipes.choose("auto", "lstm", level, minutes, None)
 
 
 def test_the_budget_picks_the_recipe():

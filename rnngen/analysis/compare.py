@@ -1,11 +1,12 @@
-"""`rnngen compare`: Markov (n-gram) models against recurrent ones on the same text, in one table.
+"""`rnngen compare`: Markov models (n-gram and hidden) against recurrent ones on the same text, in one table.
 
 Every model is trained by rnngen.training.trainer.train on the same prepared data (the neural ones at one
 shared size and time budget) and measured the same way through rnngen.api: validation loss,
 perplexity and bits per character on the whole validation split in one pass, sampling speed,
-and a one-line sample. The table shows the trade-off: an n-gram model is built in seconds but
-stores more n-grams with every token of context, while a recurrent model keeps a fixed-size
-memory and, given minutes of training, predicts better.
+and a one-line sample; with the cost of a token (multiply-adds) and the seconds per epoch. The
+table shows the trade-off: an n-gram model is built in seconds but stores more n-grams with every
+token of context, an HMM pays K^2 per token for K states of memory, while a recurrent model keeps
+a fixed-size memory and, given minutes of training, predicts better.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rnngen import api, console
-from rnngen.config import Config
+from rnngen.config import HMM_DEFAULTS, HMM_MAX_STATES, Config, without_recurrent_only
 from rnngen.data.prepare import Prepared, prepare
 from rnngen.errors import UserError
 from rnngen.models.ngram import state_bytes
@@ -32,26 +33,28 @@ from rnngen.training.trainer import train
 DEFAULT_SPECS = ("ngram:2", "ngram:3", "ngram:5", "rnn", "lstm", "gru")
 DEFAULT_BUDGET_MINUTES = 5.0
 NEURAL_CELLS = ("rnn", "lstm", "gru")
+MARKOV_CELLS = ("ngram", "hmm")
 SAMPLE_TOKENS = 200  # generated to time sampling; the table shows the start of it
 SAMPLE_CHARS = 60
 COLUMNS = [
-    "model", "parameters", "ngrams", "memory_mb", "train_s", "val_loss", "perplexity", "bpc", "bpc_open",
-    "sample_tokens_per_s", "sample", "checkpoint",
+    "model", "parameters", "ngrams", "memory_mb", "train_s", "epoch_s", "cost_per_token", "val_loss", "perplexity",
+    "bpc", "bpc_open", "sample_tokens_per_s", "sample", "checkpoint",
 ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One model of the comparison: a cell to train (with an order for ngram), or an existing checkpoint."""
+    """One model of the comparison: a cell to train (with an order for ngram, states for hmm), or a checkpoint."""
 
     name: str
     cell: str | None = None
     order: int | None = None
+    states: int | None = None
     checkpoint: Path | None = None
 
 
 def parse_specs(items) -> list[Spec]:
-    """`--models` values, each one or several comma-separated SPECs: rnn, lstm, gru, ngram:N, or a checkpoint/run path."""
+    """`--models` values, each one or several comma-separated SPECs: rnn, lstm, gru, ngram:N, hmm:K, or a checkpoint/run path."""
     specs = [parse_spec(part.strip()) for item in items for part in item.split(",") if part.strip()]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -70,9 +73,13 @@ def parse_spec(text: str) -> Spec:
     if match and 1 <= int(match.group(1)) <= 16:
         order = int(match.group(1))
         return Spec(name=f"ngram-{order}", cell="ngram", order=order)
+    match = re.fullmatch(r"hmm:(\d+)", text)
+    if match and 1 <= int(match.group(1)) <= HMM_MAX_STATES:
+        states = int(match.group(1))
+        return Spec(name=f"hmm-{states}", cell="hmm", states=states)
     raise UserError(
         f"--models {text!r}: not a model; use rnn, lstm, gru, ngram:N (N from 1 to 16), "
-        "or the path of a checkpoint or run directory"
+        f"hmm:K (K hidden states, 1 to {HMM_MAX_STATES:,}), or the path of a checkpoint or run directory"
     )
 
 
@@ -100,11 +107,17 @@ def compare(config: Config, specs: list[Spec], budget_minutes: float | None = No
 
 def _train(config: Config, spec: Spec, budget: float, out_dir: Path, progress: str) -> Path:
     """Train one model of the comparison into out_dir (replacing an earlier comparison's run there)."""
-    model = dataclasses.replace(config.model, cell=spec.cell, order=spec.order or config.model.order)
+    orders = {"order": spec.order or config.model.order, "hmm_states": spec.states or config.model.hmm_states}
+    model = dataclasses.replace(config.model, cell=spec.cell, **orders)
     limits = dataclasses.replace(config.train, out_dir=str(out_dir), max_minutes=budget)
     how = "counting n-grams" if spec.cell == "ngram" else f"training for up to {budget:g} min"
     console.info(f"compare {progress}: {spec.name}, {how} -> {out_dir}")
-    result = train(config.replace(model=model, train=limits), overwrite=True)
+    if spec.cell == "hmm":  # the config's optimizer settings are the recurrent networks'; an HMM needs its own
+        limits = dataclasses.replace(limits, **HMM_DEFAULTS)
+    run_config = config.replace(model=model, train=limits)
+    if spec.cell in MARKOV_CELLS:  # a cache, spelling or AR/TAR of the config act on parts these have not got
+        run_config = without_recurrent_only(run_config)
+    result = train(run_config, overwrite=True)
     if result.interrupted:
         raise KeyboardInterrupt
     return resolve_checkpoint(run=result.run_dir)
@@ -116,12 +129,15 @@ def measure(name: str, path: Path, prepared: Prepared, config: Config) -> dict:
     scores = _score(model, prepared)
     ngram = model.model_args.get("cell") == "ngram"
     sample, tokens_per_s = _timed_sample(model, config)
+    summary = model.summary
     return {
         "model": name,
         "parameters": None if ngram else count_parameters(model.module),
         "ngrams": model.module.stored_ngrams if ngram else None,
         "memory_mb": state_bytes(model.module) / 1e6,
-        "train_s": model.summary.get("elapsed_s"),
+        "train_s": summary.get("elapsed_s"),
+        "epoch_s": _epoch_seconds(summary),
+        "cost_per_token": model.module.cost_per_token(),
         "val_loss": scores.loss,
         "perplexity": scores.perplexity,
         "bpc": scores.bpc,
@@ -130,6 +146,15 @@ def measure(name: str, path: Path, prepared: Prepared, config: Config) -> dict:
         "sample": sample,
         "checkpoint": str(path),
     }
+
+
+def _epoch_seconds(summary: dict) -> float | None:
+    """Training seconds per pass over the training text: time / (tokens seen / training tokens); an n-gram
+    model's one counting pass is its epoch."""
+    train_tokens = (summary.get("prepared") or {}).get("train_tokens")
+    if not (summary.get("tokens") and train_tokens and summary.get("elapsed_s") is not None):
+        return None
+    return summary["elapsed_s"] / (summary["tokens"] / train_tokens)
 
 
 def _score(model: api.Model, prepared: Prepared):
@@ -172,15 +197,16 @@ def render(rows: list[dict], output_format: str = "markdown") -> str:
 
 
 def _markdown(rows: list[dict]) -> str:
-    header = ["model", "size", "memory (MB)", "train time (s)", "val loss", "perplexity", "bits/char",
-              "bits/char open", "sample tok/s", "sample"]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 8 + ["---"]) + "|"]
+    header = ["model", "size", "memory (MB)", "train time (s)", "s/epoch", "cost/token", "val loss", "perplexity",
+              "bits/char", "bits/char open", "sample tok/s", "sample"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * 10 + ["---"]) + "|"]
     for row in rows:
         neural = row["parameters"] is not None
         size = f"{_short(row['parameters'])} params" if neural else f"{_short(row['ngrams'])} n-grams"
         cells = [
-            row["model"], size, f"{row['memory_mb']:.2f}", _number(row["train_s"], ".1f"), f"{row['val_loss']:.4f}",
-            f"{row['perplexity']:.2f}", f"{row['bpc']:.3f}", f"{row['bpc_open']:.3f}", f"{row['sample_tokens_per_s']:,.0f}",
+            row["model"], size, f"{row['memory_mb']:.2f}", _number(row["train_s"], ".1f"), _number(row["epoch_s"], ".1f"),
+            _short(row["cost_per_token"]), f"{row['val_loss']:.4f}", f"{row['perplexity']:.2f}", f"{row['bpc']:.3f}",
+            f"{row['bpc_open']:.3f}", f"{row['sample_tokens_per_s']:,.0f}",
             "`" + one_line(row["sample"]).replace("`", "'") + "`",
         ]  # fmt: skip
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -138,10 +138,15 @@ def gradient_profile(model, ids: np.ndarray, steps: int, fresh: bool = False, se
     fresh=True measures the same architecture at weights drawn after torch.manual_seed(seed); with the
     run's train.seed (what the CLI passes) these are the weights its training started from.
     """
-    if model.model_args["cell"] not in RECURRENT_CELLS:
+    cell = model.model_args["cell"]
+    if cell not in RECURRENT_CELLS:
+        what = (
+            "is an HMM (`rnngen states` shows its hidden states)"
+            if cell == "hmm"
+            else f"cell {cell} has no hidden state"
+        )
         raise UserError(
-            f"{model.path}: cell {model.model_args['cell']} has no hidden state to send gradients through time; "
-            f"diagnose works on {', '.join(RECURRENT_CELLS)} checkpoints"
+            f"{model.path}: {what}; diagnose measures gradients through time in {', '.join(RECURRENT_CELLS)} checkpoints"
         )
     module = model.module
     if fresh:

@@ -123,6 +123,10 @@ class NgramLM(nn.Module):
     def stored_ngrams(self) -> int:
         return sum(len(getattr(self, f"keys_{level}")) for level in range(1, self.order + 1))
 
+    def cost_per_token(self) -> int:
+        """Multiply-adds to score a token (rnngen compare): one interpolation per order, after a table search each."""
+        return self.order
+
     def initial_state(self, batch_size: int, device=None) -> torch.Tensor:
         """Start markers: predictions begin as at the start of a text. (1, B, order-2)"""
         device = device or self.keys_1.device

@@ -233,6 +233,13 @@ class RNNLM(nn.Module):
             return inputs, tuple(torch.cat(parts) for parts in zip(*states))
         return inputs, torch.cat(states)
 
+    def cost_per_token(self) -> int:
+        """Multiply-adds to read one token and score the next (rnngen compare): one per recurrent weight and output
+        row entry; an adaptive softmax counts its head, which scores most tokens. The embedding is a row lookup."""
+        recurrent = sum(p.numel() for name, p in self.rnn.named_parameters() if name.startswith("weight"))
+        rows = self.head.shortlist + self.head.cluster_weight.size(0) if self.adaptive else self.head.out_features
+        return recurrent + rows * self.hidden_size
+
     def initial_state(self, batch_size: int, device=None):
         """Zeros: (L, B, H) for rnn/gru, an (h, c) pair of them for lstm (layer-by-layer training needs it)."""
         weight = self.rnn.weight_hh_l0

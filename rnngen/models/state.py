@@ -1,6 +1,6 @@
 """The recurrent state every model carries between calls, and the helpers that handle it.
 
-A state is one tensor (rnn, gru: (L, B, H); ngram: (1, B, order-2)), an (h, c) pair of them
+A state is one tensor (rnn, gru: (L, B, H); ngram: (1, B, order-2); hmm: (1, B, K)), an (h, c) pair of them
 (lstm), or None (start fresh). Everything that handles a state goes through map_state or
 state_tensors, so no caller asks which of the shapes it holds.
 """

@@ -43,6 +43,8 @@ from rnngen import config as config_module
 from rnngen.config import Config
 from rnngen.data.vocab import UNK_ID, Vocab
 from rnngen.errors import UserError
+from rnngen.models import hmm
+from rnngen.models.registry import describe
 from rnngen.runs import source_checkpoint
 
 EMBED_NOISE = 0.1  # new embedding rows: the mean row plus noise of this times the rows' standard deviation
@@ -99,7 +101,7 @@ def model_args_for(source: dict, vocab: Vocab, path) -> dict:
             f"grow yet ({len(vocab) - len(old):,} new words); set data.vocab_from to the same checkpoint so the "
             "new text is read with the source's vocabulary"
         )
-    return {**args, "vocab_size": len(vocab), "freeze_embedding": False}
+    return {**args, "vocab_size": len(vocab), **({"freeze_embedding": False} if "freeze_embedding" in args else {})}
 
 
 def grown_state(source: dict, args: dict, seed: int) -> dict:
@@ -108,6 +110,8 @@ def grown_state(source: dict, args: dict, seed: int) -> dict:
     added = args["vocab_size"] - source[checkpoint.MODEL_ARGS]["vocab_size"]
     if added == 0:
         return state
+    if args["cell"] == "hmm":
+        return hmm.grown_state(state, added)
     generator = torch.Generator().manual_seed(seed)
     tied_full = args["tie_weights"] and args["output"] == "full"
     tied_tails = args.get("tied_tails", False)
@@ -192,7 +196,7 @@ def describe_start(source: dict, path, vocab: Vocab, train_config) -> str:
     step = summary.get("step")
     return (
         f"fine-tuning from {path}{f' (step {step:,})' if step is not None else ''}: "
-        f"{args['cell']} {args['num_layers']}x{args['hidden_size']}, vocabulary {old:,} -> {len(vocab):,} ({growth})\n"
+        f"{describe(args)}, vocabulary {old:,} -> {len(vocab):,} ({growth})\n"
         f"kept: the source's weights, architecture and tokenizer ({vocab.level} level); reset: optimizer state, "
         f"step counter, learning-rate schedule, random state; peak lr {train_config.lr:g} after "
         f"{train_config.warmup_steps} warmup steps"

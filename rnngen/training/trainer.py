@@ -32,7 +32,7 @@ from rnngen.fileio import write_bytes
 from rnngen.generate.evaluate import Scores, evaluate_stream
 from rnngen.metrics import metrics_row, read_metrics, write_metrics
 from rnngen.models.embeddings import load_pretrained
-from rnngen.models.registry import build_model, count_parameters, model_args
+from rnngen.models.registry import build_model, count_parameters, describe, model_args
 from rnngen.models.state import detach_state, join_streams, select_streams, state_from_tensors, state_tensors
 from rnngen.runs import RunLock, RunPaths
 from rnngen.training import finetune
@@ -551,8 +551,7 @@ class Trainer:
             )
         processes = f" x {group.world_size} processes" if group.enabled else ""
         console.info(
-            f"training {args['cell']} {args['num_layers']}x{args['hidden_size']} "
-            f"({count_parameters(self.model):,} parameters) on {self.device}: "
+            f"training {describe(args)} ({count_parameters(self.model):,} parameters) on {self.device}: "
             f"{self.streams.windows:,} windows of {t.batch_size}x{t.seq_len} tokens{processes} per epoch -> {paths.root}"
         )
 
