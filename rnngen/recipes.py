@@ -33,7 +33,7 @@ _WORD_MODEL = {
 _WORD_TRAIN = {
     "optimizer": "sgd", "lr": 20.0, "momentum": 0.0, "weight_decay": 0.0, "grad_clip": 0.25, "lr_schedule": "cosine",
     "min_lr_ratio": 0.05, "warmup_steps": 0, "batch_size": 20, "seq_len": 35, "variable_bptt": True,
-    "eval_every": 250, "save_every": 250,
+    "eval_every": 250, "save_every": 250, "average": "ema", "ema_decay": 0.999,
 }  # fmt: skip
 
 RECIPES: dict[str, dict[str, dict]] = {

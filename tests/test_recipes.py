@@ -39,6 +39,8 @@ def test_a_run_without_config_gets_the_shipped_config_of_its_level_and_budget(co
     got = quickstart(level, minutes, f"data.val_fraction={shipped.data.val_fraction}")
     assert recipe_part(got) == recipe_part(shipped)
     assert got.train.recipe == shipped.train.recipe == recipes.choose("auto", "lstm", level, minutes, None)
+    written_out = resolve(CONFIGS / config_file, ["train.recipe=none"])  # the file states every key itself
+    assert recipe_part(written_out) == recipe_part(shipped)
 
 
 def test_the_budget_picks_the_recipe():
