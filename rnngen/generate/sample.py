@@ -21,7 +21,8 @@ from rnngen import console
 from rnngen.config import SampleConfig
 from rnngen.data.vocab import UNK_ID, Vocab
 from rnngen.errors import UserError
-from rnngen.models.cpu_single_step import CPUStepper
+from rnngen.models.cpu_single_step import stepper_for
+from rnngen.models.precision import check_precision
 from rnngen.models.recurrent import RNNLM
 from rnngen.models.state import map_state
 
@@ -42,6 +43,7 @@ class DecodeOptions:
     stop: tuple[str, ...] = _DEFAULTS.stop
     max_time: float | None = _DEFAULTS.max_time
     allow_unk: bool = _DEFAULTS.allow_unk
+    precision: str = _DEFAULTS.precision
 
     @classmethod
     def from_config(cls, sample_config) -> DecodeOptions:
@@ -345,25 +347,39 @@ class Decoding:
         return out
 
 
-def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Tensor, object]:
-    """Run the model over the seed once: the logits (N, V) of the first token and the state, for N samples."""
-    seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=device)  # (1, S)
-    with native_rnn_kernels(device):
-        logits, state = advance(model, seed_tensor, None)
-    return logits.expand(num_samples, -1), _repeat_state(state, num_samples)
+class ModelSteps:
+    """How a model runs while sampling: over the seed once, then one token at a time.
 
+    On the CPU a recurrent model steps through rnngen.models.cpu_single_step at `precision` (its
+    weights packed, or converted to bf16 or int8, once per load); anything else runs the model itself.
+    """
 
-def advance(model, token_ids: torch.Tensor, state, **step_kwargs) -> tuple[torch.Tensor, object]:
-    """Feed tokens (N, T) with the state carried: the logits (N, V) of the next token and the new state."""
-    logits, state = model(token_ids, state, **step_kwargs)  # (N, T, V)
-    return logits[:, -1], state
+    def __init__(self, model, device: torch.device, precision: str = "fp32"):
+        if precision != "fp32" and not isinstance(model, RNNLM):
+            raise UserError(
+                f"sample.precision {precision} converts the weight matrices of rnn, lstm and gru models; "
+                "this model has none (an n-gram model counts tokens); use --precision fp32"
+            )
+        check_precision(precision, device)
+        self.model, self.device, self.precision = model, device, precision
+        self.stepper = stepper_for(model, precision) if device.type == "cpu" and isinstance(model, RNNLM) else None
 
+    def warm(self, seed_ids: list[int], num_samples: int) -> tuple[torch.Tensor, object]:
+        """The logits (N, V) of the first token after the seed and the state, for N samples."""
+        seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=self.device)  # (1, S)
+        if self.precision == "fp32":  # the fused module: one call for the whole seed
+            with native_rnn_kernels(self.device):
+                logits, state = self.model(seed_tensor, None)  # (1, S, V)
+        else:  # the seed read at the same precision as the steps that follow it
+            logits, state = self.stepper(seed_tensor)
+        return logits[:, -1].expand(num_samples, -1), _repeat_state(state, num_samples)
 
-def fast_steps(model, device) -> dict:
-    """Keyword arguments for the model's one-token steps: the packed CPU stepper where it applies."""
-    if device.type == "cpu" and isinstance(model, RNNLM):
-        return {"recurrent": CPUStepper(model.rnn)}
-    return {}
+    def step(self, token_ids: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """Feed one token per sample (N,) with the state carried: the logits (N, V) of the next and the new state."""
+        if self.stepper is not None:
+            return self.stepper.step(token_ids, state)
+        logits, state = self.model(token_ids[:, None], state)  # (N, 1, V)
+        return logits[:, -1], state
 
 
 class Generation:
@@ -377,6 +393,7 @@ class Generation:
         self.device = (
             device or next(itertools.chain(model.parameters(), model.buffers())).device
         )  # n-grams: buffers only
+        self.steps = ModelSteps(model, self.device, options.precision)  # refuses a precision before any output
         self.decoding = Decoding(vocab, seed_ids, options, self.device, seed)
         self.samples = self.decoding.samples
 
@@ -385,18 +402,19 @@ class Generation:
             yield from self._steps(stack)
 
     def _steps(self, stack: contextlib.ExitStack) -> Iterator[list[str]]:
-        model, decoding, device = self.model, self.decoding, self.device
-        model.eval()
-        step_kwargs = fast_steps(model, device)
-        if step_kwargs and self.options.num_samples == 1:  # one sample: the matrices are too small to share
+        decoding, steps = self.decoding, self.steps
+        self.model.eval()
+        if (
+            steps.stepper is not None and self.options.num_samples == 1
+        ):  # one sample: the matrices are too small to share
             stack.enter_context(_torch_threads(1))
-        logits, state = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
+        logits, state = steps.warm(self.seed_ids, self.options.num_samples)  # once for all samples
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():
             next_ids, logprobs, _ = decoding.choose(logits)
             yield decoding.record(next_ids.tolist(), logprobs.tolist())
             if decoding.more():
-                logits, state = advance(model, next_ids[:, None], state, **step_kwargs)  # one step
+                logits, state = steps.step(next_ids, state)  # one token
         yield decoding.finish()
 
 
