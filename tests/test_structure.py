@@ -2,7 +2,7 @@
 
 - No import cycle between rnngen modules, counting imports inside functions too (cli.py excepted:
   it imports inside its commands only to keep `--help` fast).
-- Dependencies point one way through LAYERS: core -> data -> models -> generate -> training -> api ->
+- Dependencies point one way through LAYERS: core -> data -> models -> generate -> training -> api -> export ->
   analysis -> serve -> cli (a subpackage is one layer).
 - No function over MAX_FUNCTION_LINES lines and no class over MAX_CLASS_LINES lines (a Click
   command counts only its body), except the known offenders listed below, which are to shrink.
@@ -20,7 +20,7 @@ MAX_CLASS_LINES = 250
 # The layers, lowest first: a module may import from its own layer or a lower one, never a higher one.
 # A subpackage is one layer (its folder name); the modules at the top of the package are the core,
 # except the Python API and the command line, which are layers of their own.
-LAYERS = ["core", "data", "models", "generate", "training", "api", "analysis", "serve", "cli"]
+LAYERS = ["core", "data", "models", "generate", "training", "api", "export", "analysis", "serve", "cli"]
 TOP_LEVEL_LAYERS = {"api": "api", "cli": "cli", "__main__": "cli"}
 
 # Known offenders, to shrink; a new one fails the test, and so does an entry that no longer offends.
