@@ -1,0 +1,105 @@
+"""sample.precision: bf16 and int8 weights for the one-token steps, against fp32 on trained tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rnngen import api
+from rnngen.models import precision
+from rnngen.models.cpu_single_step import CPUStepper, stepper_for
+from tests.conftest import learnable_text, run_cli, tiny_config, train_char_and_word
+from tests.test_serve import Server
+
+BF16 = pytest.mark.skipif(not precision.bf16_supported(), reason="this CPU has no bf16 instructions")
+# measured on these models (hidden 64, 120 steps): int8 moves a logit by at most 0.07 and a probability by
+# 0.016, bf16 by 0.04 and 0.005 (logits span about +-9); the limits leave twice that
+TOLERANCE = {"bf16": (0.1, 0.015), "int8": (0.15, 0.035)}
+LOWER = [pytest.param("bf16", marks=BF16), "int8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_char_and_word(tmp_path_factory.mktemp("precision"), hidden_size=64, max_steps=120)
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+@pytest.mark.parametrize("name", LOWER)
+def test_scores_stay_within_the_tolerance_of_fp32(trained, level, name):
+    model = api.load(trained[level])
+    ids = torch.tensor([model.vocab.encode(model.vocab.split(learnable_text(3)))])  # (1, T) of the training text
+    with torch.no_grad():
+        expected, _ = model.module(ids)
+    got, _ = CPUStepper(model.module, name)(ids)
+    logit_limit, prob_limit = TOLERANCE[name]
+    assert (got - expected).abs().max() < logit_limit
+    assert (got.softmax(-1) - expected.softmax(-1)).abs().max() < prob_limit
+    assert torch.equal(got.argmax(-1), expected.argmax(-1))
+
+
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_greedy_text_is_the_same_at_every_precision(trained, level):
+    args = ("--seed", "the " if level == "char" else "the dog", "--length", "200", "--temperature", "0")
+    texts = {}
+    for name in ("fp32", "bf16", "int8") if precision.bf16_supported() else ("fp32", "int8"):
+        out = run_cli("sample", "--run", trained[level], *args, "--precision", name)
+        assert out.exit_code == 0, out.stderr
+        texts[name] = out.stdout
+    assert len(set(texts.values())) == 1, texts
+
+
+def test_precision_from_the_set_flag_config_and_api(trained, tmp_path):
+    run = trained["char"]
+    args = ("--seed", "the ", "--length", "30", "--random-seed", "1", "--format", "jsonl")
+    by_set = json.loads(run_cli("sample", "--run", run, *args, "--set", "sample.precision=int8").stdout)
+    assert by_set["settings"]["precision"] == "int8"
+    flag = json.loads(run_cli("sample", "--run", run, *args, "--set", "sample.precision=int8", "--precision", "fp32").stdout)
+    assert flag["settings"]["precision"] == "fp32"  # the flag wins over --set
+    config = tmp_path / "s.yaml"
+    config.write_text(f"train:\n  out_dir: {run}\nsample:\n  precision: int8\n")
+    by_config = json.loads(run_cli("sample", "--config", config, *args).stdout)
+    assert by_config["settings"]["precision"] == "int8" and by_config["text"] == by_set["text"]
+    (from_api,) = api.load(run).sample("the ", length=30, random_seed=1, precision="int8")
+    assert from_api.text == by_set["text"]
+
+
+def test_bf16_is_refused_where_the_cpu_lacks_it(trained, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_supported", lambda: False)  # a CPU without bf16 is not at hand
+    out = run_cli("sample", "--run", trained["char"], "--precision", "bf16")
+    assert out.exit_code == 2 and out.stdout == ""
+    assert out.stderr.startswith("Error: sample.precision bf16 needs a CPU with bf16 instructions")
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_an_ngram_model_takes_fp32_only(tmp_path, corpus):
+    assert run_cli("train", "--config", tiny_config(tmp_path, corpus, model={"cell": "ngram", "order": 3})).exit_code == 0
+    out = run_cli("sample", "--run", tmp_path / "run", "--precision", "int8")
+    assert out.exit_code == 2 and "n-gram" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert run_cli("sample", "--run", tmp_path / "run", "--length", "5").exit_code == 0
+
+
+def test_weights_are_converted_once_per_version_of_the_weights(trained):
+    module = api.load(trained["char"]).module
+    first = stepper_for(module, "int8")
+    assert stepper_for(module, "int8") is first and stepper_for(module, "fp32") is not first
+    with torch.no_grad():
+        module.head.bias.add_(1.0)  # as a training step does between two evaluation samples
+    assert stepper_for(module, "int8") is not first
+    assert first.weight_bytes < stepper_for(module, "fp32").weight_bytes / 3  # int8: a quarter, plus the scales
+
+
+def test_serve_runs_at_its_precision(trained):
+    server = Server("--run", trained["char"], "--precision", "int8")
+    try:
+        assert server.client.get("/v1/model").json()["precision"] == "int8"
+        request = {"seed": "the ", "length": 60, "temperature": 0}
+        text = server.post(request).json()["samples"][0]["text"]
+        refused = server.post({**request, "precision": "fp32"})  # one precision for the whole server
+        assert refused.status_code == 422 and "precision" in refused.json()["error"]
+    finally:
+        server.stop()
+    alone = run_cli("sample", "--run", trained["char"], "--seed", "the ", "--length", "60", "--temperature", "0",
+                    "--precision", "int8", "--no-include-seed")  # fmt: skip
+    assert text + "\n" == alone.stdout
