@@ -55,7 +55,9 @@ def test_precision_from_the_set_flag_config_and_api(trained, tmp_path):
     args = ("--seed", "the ", "--length", "30", "--random-seed", "1", "--format", "jsonl")
     by_set = json.loads(run_cli("sample", "--run", run, *args, "--set", "sample.precision=int8").stdout)
     assert by_set["settings"]["precision"] == "int8"
-    flag = json.loads(run_cli("sample", "--run", run, *args, "--set", "sample.precision=int8", "--precision", "fp32").stdout)
+    flag = json.loads(
+        run_cli("sample", "--run", run, *args, "--set", "sample.precision=int8", "--precision", "fp32").stdout
+    )
     assert flag["settings"]["precision"] == "fp32"  # the flag wins over --set
     config = tmp_path / "s.yaml"
     config.write_text(f"train:\n  out_dir: {run}\nsample:\n  precision: int8\n")
@@ -74,7 +76,9 @@ def test_bf16_is_refused_where_the_cpu_lacks_it(trained, monkeypatch):
 
 
 def test_an_ngram_model_takes_fp32_only(tmp_path, corpus):
-    assert run_cli("train", "--config", tiny_config(tmp_path, corpus, model={"cell": "ngram", "order": 3})).exit_code == 0
+    assert (
+        run_cli("train", "--config", tiny_config(tmp_path, corpus, model={"cell": "ngram", "order": 3})).exit_code == 0
+    )
     out = run_cli("sample", "--run", tmp_path / "run", "--precision", "int8")
     assert out.exit_code == 2 and "n-gram" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert run_cli("sample", "--run", tmp_path / "run", "--length", "5").exit_code == 0
