@@ -14,15 +14,17 @@ from tests.conftest import learnable_text, run_cli, tiny_config, train_char_and_
 from tests.test_serve import Server
 
 BF16 = pytest.mark.skipif(not precision.bf16_supported(), reason="this CPU has no bf16 instructions")
-# measured on these models (hidden 64, 120 steps): int8 moves a logit by at most 0.07 and a probability by
-# 0.016, bf16 by 0.04 and 0.005 (logits span about +-9); the limits leave twice that
-TOLERANCE = {"bf16": (0.1, 0.015), "int8": (0.15, 0.035)}
+# measured on these models (hidden 160, 120 steps; the output layer is small and stays fp32): int8 moves a
+# logit by at most 0.09 and a probability by 0.005, bf16 by 0.02 and 0.001 (logits span about +-14); the
+# limits leave twice that
+TOLERANCE = {"bf16": (0.05, 0.003), "int8": (0.2, 0.01)}
 LOWER = [pytest.param("bf16", marks=BF16), "int8"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return train_char_and_word(tmp_path_factory.mktemp("precision"), hidden_size=64, max_steps=120)
+    """Big enough that the recurrent matrix is converted (precision.MIN_CONVERTED_WEIGHTS): 640 x 176 weights."""
+    return train_char_and_word(tmp_path_factory.mktemp("precision"), hidden_size=160, max_steps=120)
 
 
 @pytest.mark.parametrize("level", ["char", "word"])

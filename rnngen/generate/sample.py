@@ -8,6 +8,7 @@ top-k, top-p) and draws from it. Several samples run together as one batch, shar
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -81,14 +82,21 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalised, logits)
 
 
+@functools.cache
+def _unk_index(device: torch.device) -> torch.Tensor:
+    return torch.tensor([UNK_ID], device=device)
+
+
 def forbid_unk(logits: torch.Tensor) -> torch.Tensor:
     """Give the unknown token (id 0) zero probability, so a sample never prints `<unk>`."""
-    return logits.index_fill(-1, torch.tensor([UNK_ID], device=logits.device), float("-inf"))
+    return logits.index_fill(-1, _unk_index(logits.device), float("-inf"))
 
 
 def _finite(logits: torch.Tensor) -> torch.Tensor:
     """Diverged weights can give nan or inf scores: nan becomes impossible, +inf the largest float,
     and a row with nothing possible left becomes uniform, so sampling never crashes on them."""
+    if bool(torch.isfinite(logits.amax(dim=-1)).all()):  # no nan, no +inf, something possible: as they are
+        return logits  # (-inf stays -inf, where mending would give the lowest float: the same probabilities)
     logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     dead = torch.isneginf(logits).all(dim=-1, keepdim=True)  # (B, 1)
     return torch.where(dead, torch.zeros_like(logits), logits)
@@ -106,7 +114,8 @@ def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Ge
     if generators is None:
         uniforms = torch.rand(len(probs), dtype=torch.float64, device=probs.device)
     else:  # one number per row from the row's own generator: cheap, unlike one multinomial call per row
-        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators])
+        draws = [torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators]
+        uniforms = draws[0] if len(draws) == 1 else torch.cat(draws)
     return inverse_cdf(probs, uniforms)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import weakref
 
 import torch
-import torch.nn.functional as F
 
 from rnngen.models import spelling
 from rnngen.models.precision import affine
@@ -82,7 +81,7 @@ class CPUStepper:
         if self.table is None:  # one-hot input
             x = torch.zeros(token_ids.size(0), self.vocab_size).scatter_(1, token_ids[:, None], 1.0)
         else:
-            x = F.embedding(token_ids, self.table)  # (B, E)
+            x = torch.index_select(self.table, 0, token_ids)  # (B, E)
         new_h, new_c = [], []
         for layer, weights in enumerate(self.layers):
             if lstm:
@@ -99,10 +98,11 @@ class CPUStepper:
 
 
 def _lstm_cell(packed, x, h, c, H: int):
-    gates = packed(torch.cat([x, h], 1))  # (B, 4H): i, f, o, g
-    sig = gates[:, : 3 * H].sigmoid_()
-    c = torch.addcmul(sig[:, H : 2 * H] * c, sig[:, :H], gates[:, 3 * H :].tanh_())
-    return sig[:, 2 * H :] * c.tanh(), c
+    gates = packed(torch.cat([x, h], 1)).view(-1, 4, H)  # (B, 4, H): i, f, o, g
+    gates[:, :3].sigmoid_()
+    i, f, o, g = gates.unbind(1)
+    c = torch.addcmul(f * c, i, g.tanh_())
+    return o * c.tanh(), c
 
 
 def _gru_cell(weights, x, h, H: int):

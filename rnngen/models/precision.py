@@ -102,10 +102,14 @@ class Int8Affine:
 
 
 AFFINES = {"fp32": Affine, "bf16": Bf16Affine, "int8": Int8Affine}
+# Smaller matrices stay fp32: the converted product's fixed cost per call (converting or quantizing the rows,
+# oneDNN's or fbgemm's set-up) is more than reading the fp32 weights saves (a char model's output layer, say).
+MIN_CONVERTED_WEIGHTS = 1 << 16
 
 
 def affine(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
-    """An Affine of W (G x I) and b (G,) (zeros when None) at the given precision."""
+    """An Affine of W (G x I) and b (G,) (zeros when None) at the given precision (fp32 if W is small)."""
     if bias is None:
         bias = weight.new_zeros(weight.size(0))
-    return AFFINES[precision](weight.detach(), bias.detach())
+    kind = AFFINES[precision] if weight.numel() >= MIN_CONVERTED_WEIGHTS else Affine
+    return kind(weight.detach(), bias.detach())
