@@ -583,7 +583,6 @@ def export_model(target, fmt, out_dir, overwrite):
     from rnngen.export.onnx import export
 
     paths = export(load(target), out_dir, fmt, overwrite)
-    console.info(f"exported {target} to {out_dir} (onnxruntime checked against PyTorch)")
     _echo("".join(f"{path}\n" for path in paths))
 
 

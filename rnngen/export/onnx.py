@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rnngen import __version__, fileio
+from rnngen import __version__, console, fileio
 from rnngen.data import tokens
 from rnngen.errors import UserError
 from rnngen.generate.sample import encode_seed
@@ -97,6 +97,8 @@ def export(model, out: str | Path, fmt: str = "onnx", overwrite: bool = False) -
         if gap > CHECK_TOLERANCE:
             raise RuntimeError(f"the exported graph's scores differ from PyTorch's by {gap:.2g}; please report it")
         fileio.write_json(tmp / META, describe(model, step))
+    console.info(f"exported {model.path} to {target}: onnxruntime's scores and state are within {gap:.1g} of "
+                 f"PyTorch's over {CHECK_STEPS} steps")  # fmt: skip
     return [target / GRAPH, target / META]
 
 
