@@ -95,7 +95,7 @@ def forbid_unk(logits: torch.Tensor) -> torch.Tensor:
 def _finite(logits: torch.Tensor) -> torch.Tensor:
     """Diverged weights can give nan or inf scores: nan becomes impossible, +inf the largest float,
     and a row with nothing possible left becomes uniform, so sampling never crashes on them."""
-    if bool(torch.isfinite(logits.amax(dim=-1)).all()):  # no nan, no +inf, something possible: as they are
+    if math.isfinite(logits.amax(dim=-1).sum().item()):  # every row's max finite: no nan, no +inf, none dead
         return logits  # (-inf stays -inf, where mending would give the lowest float: the same probabilities)
     logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     dead = torch.isneginf(logits).all(dim=-1, keepdim=True)  # (B, 1)
@@ -126,8 +126,11 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """
     cdf = probs.double().cumsum(dim=-1)  # (B, V), float64 so that 100,000-token vocabularies keep their tails
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(1)  # (B,)
-    last_possible = (probs > 0).cumsum(dim=-1).argmax(dim=-1)  # guards u * total rounding up to total
-    return torch.minimum(picked, last_possible)
+    # A token of probability 0 adds exactly 0 to the cdf, so it is never the first to pass u * total; only
+    # u * total rounding up to the total can run past the end, and then the last possible token is meant.
+    if picked.max().item() >= probs.size(-1):
+        picked = torch.minimum(picked, (probs > 0).cumsum(dim=-1).argmax(dim=-1))
+    return picked
 
 
 def final_probs(logits: torch.Tensor, options: DecodeOptions) -> torch.Tensor:

@@ -98,11 +98,10 @@ class CPUStepper:
 
 
 def _lstm_cell(packed, x, h, c, H: int):
-    gates = packed(torch.cat([x, h], 1)).view(-1, 4, H)  # (B, 4, H): i, f, o, g
-    gates[:, :3].sigmoid_()
-    i, f, o, g = gates.unbind(1)
-    c = torch.addcmul(f * c, i, g.tanh_())
-    return o * c.tanh(), c
+    gates = packed(torch.cat([x, h], 1))  # (B, 4H): i, f, o, g
+    sig = gates[:, : 3 * H].sigmoid_()  # slices of it are views: every operation here counts, at one row
+    c = torch.addcmul(sig[:, H : 2 * H] * c, sig[:, :H], gates[:, 3 * H :].tanh_())
+    return sig[:, 2 * H :] * c.tanh(), c
 
 
 def _gru_cell(weights, x, h, H: int):

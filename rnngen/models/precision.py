@@ -5,10 +5,11 @@ takes at least the time the machine needs to read them: fewer bytes per weight, 
 Each matrix W (G x I) with its bias b becomes an `Affine`: rows (B, I) -> rows W^T + b (B, G),
 in float32 whatever the weights are stored as, so the cell arithmetic around it stays float32.
 
-- fp32: the weights as trained. One row is a matrix-vector product (BLAS gemv, the cheapest
-  call for it); several rows go to oneDNN with the weights packed once in its layout, 2.6-4x faster
-  than BLAS's gemm for 3-64 rows of a 2x512 LSTM on this project's AMD CPU (MKL does not use
-  AVX-512 there), where oneDNN is part of torch; elsewhere W times the rows as columns.
+- fp32: the weights as trained. A large matrix goes to oneDNN, packed once in its layout (where
+  torch has oneDNN; its CPU builds do): on this project's AMD CPU 2.6-4x faster than MKL's gemm for
+  3-64 rows of a 2x512 LSTM (MKL does not use AVX-512 there), and for one row, inside a whole step
+  on a busy machine, 1.3-2x faster than MKL's gemv, which swings widely. A small matrix (a char
+  model's output layer) stays with BLAS: oneDNN's call costs some 15 us more than such a product.
 - bf16: the weights rounded to bfloat16 (half the bytes), multiplied by oneDNN with the weights
   packed once in its own layout; only where the CPU has bf16 instructions (AVX-512 BF16 or AMX on
   x86). The products come back as bf16 (8 significant bits) and are widened to float32.
@@ -27,8 +28,9 @@ import torch
 
 from rnngen.errors import UserError
 
-PRECISIONS = ("fp32", "bf16", "int8")
-BYTES_PER_WEIGHT = {"fp32": 4, "bf16": 2, "int8": 1}
+# Smaller matrices stay fp32 and with BLAS: the fixed cost of a oneDNN or fbgemm call (and of converting or
+# quantizing its rows) is more than reading fewer bytes saves (a char model's output layer, say).
+MIN_CONVERTED_WEIGHTS = 1 << 16
 
 
 def bf16_supported() -> bool:
@@ -62,14 +64,14 @@ class Affine:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         self.weight, self.bias = weight.contiguous(), bias.contiguous()
         self.column_bias = self.bias[:, None]  # (G, 1) for the several-rows form
-        self.packed = _onednn_packed(self.weight)
+        self.packed = _onednn_packed(self.weight) if self.weight.numel() >= MIN_CONVERTED_WEIGHTS else None
         self.nbytes = self.weight.numel() * 4 + self.bias.numel() * 4
 
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
-        if rows.size(0) == 1:  # one sample: a matrix-vector product
-            return torch.addmv(self.bias, self.weight, rows[0]).unsqueeze(0)
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(rows, self.packed, self.bias, "none", [], "")
+        if rows.size(0) == 1:  # one sample: a matrix-vector product
+            return torch.addmv(self.bias, self.weight, rows[0]).unsqueeze(0)
         # W times the rows as columns: BLAS packs its right-hand operand, and the few columns cost little to pack
         return torch.addmm(self.column_bias, self.weight, rows.t()).t()
 
@@ -98,13 +100,12 @@ class Int8Affine:
     """The same product with int8 weights and one float scale per row, in PyTorch's quantized linear."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
-        weight = weight.float()
         scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).double()  # (G,) one per row
         zero_points = torch.zeros(weight.size(0), dtype=torch.long)
         with warnings.catch_warnings():  # torch >= 2.10 warns that quantized tensor types are on their way out
             warnings.simplefilter("ignore", UserWarning)
             quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(quantized, bias.float().contiguous())
+            self.packed = torch.ops.quantized.linear_prepack(quantized, bias.contiguous())
         # fbgemm's kernels can saturate a 16-bit sum of products unless the rows are quantized to 7 bits
         self.reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
         self.nbytes = weight.numel() + weight.size(0) * 4 + bias.numel() * 4
@@ -114,14 +115,9 @@ class Int8Affine:
 
 
 AFFINES = {"fp32": Affine, "bf16": Bf16Affine, "int8": Int8Affine}
-# Smaller matrices stay fp32: the converted product's fixed cost per call (converting or quantizing the rows,
-# oneDNN's or fbgemm's set-up) is more than reading the fp32 weights saves (a char model's output layer, say).
-MIN_CONVERTED_WEIGHTS = 1 << 16
 
 
-def affine(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
-    """An Affine of W (G x I) and b (G,) (zeros when None) at the given precision (fp32 if W is small)."""
-    if bias is None:
-        bias = weight.new_zeros(weight.size(0))
+def affine(weight: torch.Tensor, bias: torch.Tensor, precision: str):
+    """An Affine of W (G x I) and b (G,) at the given precision (fp32 if W is small)."""
     kind = AFFINES[precision] if weight.numel() >= MIN_CONVERTED_WEIGHTS else Affine
     return kind(weight.detach(), bias.detach())
