@@ -8,7 +8,8 @@ the machine reads a buffer of that many bytes. This script measures, in one run:
   - tokens/s of one sample at each precision, each measured right after its bound, as a ratio to it
     (ROUNDS rounds, medians reported: ratios survive a busy machine better than rates do);
   - tokens/s of 32 samples in one batch at each precision;
-  - the validation loss at each precision, on a model trained for TRAIN_MINUTES on tiny Shakespeare;
+  - the validation loss at each precision, on a model trained for TRAIN_MINUTES on tiny Shakespeare,
+    and how many of GREEDY_TOKENS greedy tokens come out as at fp32;
   - the wall time of `rnngen sample --length 300` from process start, next to `import torch`.
 bf16 is measured only where the CPU has bf16 instructions. Takes about two minutes.
 Goals (issue 30): fp32 one sample >= 0.5 of its bound (stretch 0.7); int8 >= 2x fp32 tokens/s with
@@ -28,7 +29,7 @@ from common import SHAKESPEARE, report, run_cli, scratch
 
 TRAIN_MINUTES = 1.0
 ROUNDS = 3
-ONE_SAMPLE_TOKENS, BATCH, BATCH_TOKENS = 2000, 32, 300
+ONE_SAMPLE_TOKENS, BATCH, BATCH_TOKENS, GREEDY_TOKENS = 2000, 32, 300, 500
 
 
 def make_checkpoint(minutes: float | None = None):
@@ -90,6 +91,12 @@ def validation_loss(model, precision: str, rows: int = 32, window: int = 64) -> 
     return total / inputs.size
 
 
+def greedy_agreement(model, precision: str, length: int = GREEDY_TOKENS) -> int:
+    """How many greedy tokens after the seed are the same as fp32's (length when all are)."""
+    ids = [model.sample("The", length=length, temperature=0, precision=p)[0].ids for p in ("fp32", precision)]
+    return next((i for i, (a, b) in enumerate(zip(*ids)) if a != b), length)
+
+
 def one_sample_figures(model, precisions: list[str]) -> dict:
     """Per precision: bytes per token, bandwidth, bound and tokens/s (medians over ROUNDS, interleaved)."""
     from rnngen.models.cpu_single_step import stepper_for
@@ -139,6 +146,7 @@ def main() -> None:
         figures[precision]["speed_over_fp32_1_sample"] = round(figures[precision]["tokens_per_s_1_sample"] / fp32["tokens_per_s_1_sample"], 2)  # fmt: skip
         figures[precision]["speed_over_fp32_32_samples"] = round(figures[precision]["tokens_per_s_32_samples"] / fp32["tokens_per_s_32_samples"], 2)  # fmt: skip
         figures[precision]["loss_over_fp32"] = round(figures[precision]["validation_loss"] / fp32["validation_loss"] - 1, 5)  # fmt: skip
+        figures[precision][f"greedy_tokens_as_fp32_of_{GREEDY_TOKENS}"] = greedy_agreement(model, precision)
     torch_import = wall([sys.executable, "-c", "import torch"])
     command = wall([sys.executable, "-m", "rnngen", "sample", "--run", str(run), "--length", "300", "--seed", "The"])
     report("sample_speed", {
