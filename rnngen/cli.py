@@ -30,7 +30,7 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
 precision_option = click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16", "int8"]),
-    help="Weights of the recurrent steps on the CPU (sample.precision): fp32, bf16 or int8 (docs/sampling.md).",
+    help="Weights of the one-token steps on the CPU (sample.precision): fp32, bf16 or int8 (docs/sampling.md).",
 )
 
 

@@ -81,7 +81,8 @@ def rules(level: str) -> dict:
     if level == "char":
         return {"split": "every character is a token", "join": "concatenate"}
     if level == "subword":  # the BPE merges themselves are the vocabulary's tokenizer JSON
-        return {"split": "byte-level BPE (the tokenizer JSON)", "join": "the UTF-8 bytes of each token's characters",
+        return {"split": "byte-level BPE (the tokenizer JSON)",
+                "join": "each character of a token stands for the byte byte_of gives; the bytes are UTF-8",
                 "byte_of": BYTE_OF}  # fmt: skip
     return {
         "split": "every match of pattern", "pattern": _WORD_RE.pattern,

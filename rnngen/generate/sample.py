@@ -416,10 +416,8 @@ class Generation:
     def _steps(self, stack: contextlib.ExitStack) -> Iterator[list[str]]:
         decoding, steps = self.decoding, self.steps
         self.model.eval()
-        if (
-            steps.stepper is not None and self.options.num_samples == 1
-        ):  # one sample: the matrices are too small to share
-            stack.enter_context(_torch_threads(1))
+        if steps.stepper is not None and self.options.num_samples == 1:
+            stack.enter_context(_torch_threads(1))  # one sample: the matrices are too small to share
         logits, state = steps.warm(self.seed_ids, self.options.num_samples)  # once for all samples
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():

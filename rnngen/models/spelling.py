@@ -146,8 +146,8 @@ def rows(layer: nn.Module, name: str, start: int, end: int) -> torch.Tensor:
 def plain_copy(model: nn.Module) -> nn.Module:
     """The model with a spelled embedding turned into a plain table of its composed rows, tied as before.
 
-    For a graph export (rnngen.export), which runs a fixed table rather than composing one; a copy,
-    so the model itself keeps training as it was. A model without a spelled table is returned as it is.
+    For a graph export (rnngen.export), which runs a fixed table rather than composing one. The model
+    itself is left as it is (the result is a copy); a model without a spelled table is returned unchanged.
     """
     if not isinstance(model.embedding, SpelledEmbedding):
         return model
