@@ -41,7 +41,7 @@ def make_checkpoint(minutes: float | None = None):
         data.write_text("the quick brown fox jumps over the lazy dog.\n" * 20000)
     run = work / ("trained" if minutes else "run")
     stop = [f"train.max_minutes={minutes}", "train.max_steps=null", "train.batch_size=16", "train.seq_len=64",
-            "train.eval_every=100000"] if minutes else ["train.max_steps=2", "train.batch_size=8", "train.seq_len=32",
+            "train.warmup_steps=10", "train.eval_every=100000"] if minutes else ["train.max_steps=2", "train.batch_size=8", "train.seq_len=32",
                                                         "train.eval_every=2"]  # fmt: skip
     sets = ["data.path=" + str(data), "model.num_layers=2", "model.hidden_size=512", "model.embedding_dim=64",
             "train.max_epochs=null", "train.sample_length=0", f"train.out_dir={run}", "train.device=cpu", *stop]  # fmt: skip
@@ -121,7 +121,7 @@ def one_sample_figures(model, precisions: list[str]) -> dict:
     return figures
 
 
-def wall(command: list[str], repeats: int = 5) -> float:
+def wall(command: list[str], repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
