@@ -6,8 +6,9 @@ the machine reads a buffer of that many bytes. This script measures, in one run:
   - the bandwidth at which torch repeatedly reads a buffer of exactly that size (buffer.sum()) with
     the threads one sample uses (one), cache effects included, and the bound: bandwidth / bytes;
   - tokens/s of one sample at each precision, each measured right after its bound, as a ratio to it
-    (ROUNDS rounds, medians reported: ratios survive a busy machine better than rates do);
-  - tokens/s of 32 samples in one batch at each precision;
+    (ROUNDS rounds of ONE_SAMPLE_TOKENS tokens, medians reported: ratios survive a busy machine
+    better than rates do);
+  - tokens/s of 32 samples in one batch at each precision (torch's own threads; median of 3);
   - the validation loss at each precision, on a model trained for TRAIN_MINUTES on tiny Shakespeare,
     and how many of GREEDY_TOKENS greedy tokens come out as at fp32;
   - the wall time of `rnngen sample --length 300` from process start, next to `import torch`.
@@ -28,8 +29,8 @@ import torch
 from common import SHAKESPEARE, report, run_cli, scratch
 
 TRAIN_MINUTES = 1.0
-ROUNDS = 3
-ONE_SAMPLE_TOKENS, BATCH, BATCH_TOKENS, GREEDY_TOKENS = 2000, 32, 300, 500
+ROUNDS = 10  # short rounds, each right after its bound: a busy spell of the machine spoils one, not the median
+ONE_SAMPLE_TOKENS, BATCH, BATCH_TOKENS, GREEDY_TOKENS = 300, 32, 100, 500
 
 
 def make_checkpoint(minutes: float | None = None):
@@ -49,7 +50,7 @@ def make_checkpoint(minutes: float | None = None):
     return run
 
 
-def read_seconds(nbytes: int, threads: int, repeats: int = 200) -> float:
+def read_seconds(nbytes: int, threads: int, repeats: int = 50) -> float:
     """Seconds torch takes to read a float32 buffer of `nbytes` once, when it does so over and over."""
     buffer = torch.ones(nbytes // 4)
     previous = torch.get_num_threads()
@@ -68,7 +69,6 @@ def read_seconds(nbytes: int, threads: int, repeats: int = 200) -> float:
 
 
 def tokens_per_s(model, precision: str, num_samples: int, length: int) -> float:
-    model.sample("The", length=20, num_samples=num_samples, precision=precision)  # warm up (and convert weights)
     start = time.perf_counter()
     model.sample("The", length=length, num_samples=num_samples, temperature=0.8, random_seed=0, precision=precision)
     return num_samples * length / (time.perf_counter() - start)
@@ -102,6 +102,8 @@ def one_sample_figures(model, precisions: list[str]) -> dict:
     from rnngen.models.cpu_single_step import stepper_for
 
     rounds: dict[str, list[tuple[float, float]]] = {p: [] for p in precisions}
+    for precision in precisions:  # warm up: convert the weights, touch every code path once
+        tokens_per_s(model, precision, 1, 20)
     for _ in range(ROUNDS):
         for precision in precisions:
             nbytes = stepper_for(model.module, precision).weight_bytes
@@ -139,7 +141,8 @@ def main() -> None:
     precisions = ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]
     figures = one_sample_figures(model, precisions)
     for precision in precisions:
-        figures[precision]["tokens_per_s_32_samples"] = round(tokens_per_s(model, precision, BATCH, BATCH_TOKENS))
+        rates = [tokens_per_s(model, precision, BATCH, BATCH_TOKENS) for _ in range(1 + ROUNDS // 3)]
+        figures[precision]["tokens_per_s_32_samples"] = round(statistics.median(rates[1:]))  # the first warms up
         figures[precision]["validation_loss"] = round(validation_loss(model, precision), 4)
     fp32 = figures["fp32"]
     for precision in precisions[1:]:
