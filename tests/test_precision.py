@@ -10,6 +10,8 @@ import torch
 from rnngen import api
 from rnngen.models import precision
 from rnngen.models.cpu_single_step import CPUStepper, stepper_for
+from rnngen.models.recurrent import RNNLM
+from rnngen.models.state import state_tensors
 from tests.conftest import learnable_text, run_cli, tiny_config, train_char_and_word
 from tests.test_serve import Server
 
@@ -109,3 +111,27 @@ def test_serve_runs_at_its_precision(trained):
     alone = run_cli("sample", "--run", trained["char"], "--seed", "the ", "--length", "60", "--temperature", "0",
                     "--precision", "int8", "--no-include-seed")  # fmt: skip
     assert text + "\n" == alone.stdout
+
+
+@pytest.mark.parametrize("name", LOWER)
+@pytest.mark.parametrize(
+    "kind",
+    [{"cell": "gru"}, {"cell": "rnn", "nonlinearity": "relu"}, {"cell": "lstm", "input": "onehot"},
+     {"cell": "lstm", "output": "adaptive", "cutoffs": [20], "tie_weights": True}],
+    ids=["gru", "rnn-relu", "lstm-onehot", "lstm-adaptive-tied"],
+)  # fmt: skip
+def test_every_cell_and_layer_kind_runs_converted(name, kind):
+    """Untrained models with matrices big enough to convert: the converted steps follow the fp32 model."""
+    torch.manual_seed(0)
+    args = {"vocab_size": 60, "cell": "lstm", "embedding_dim": 192, "hidden_size": 192, "num_layers": 2,
+            "dropout": 0.0, "tie_weights": False, **kind}  # fmt: skip
+    model = RNNLM(**args).eval()
+    stepper = CPUStepper(model, name)
+    assert stepper.weight_bytes < CPUStepper(model, "fp32").weight_bytes
+    ids = torch.randint(1, 60, (2, 12))
+    with torch.no_grad():
+        expected, expected_state = model(ids)
+    got, state = stepper(ids)
+    assert (got.softmax(-1) - expected.softmax(-1)).abs().max() < TOLERANCE[name][1]
+    for a, b in zip(state_tensors(state), state_tensors(expected_state)):
+        assert (a - b).abs().max() < 0.05
