@@ -9,7 +9,7 @@ the machine reads a buffer of that many bytes. This script measures, in one run:
     (ROUNDS rounds of ONE_SAMPLE_TOKENS tokens, medians reported: ratios survive a busy machine
     better than rates do);
   - tokens/s of 32 samples in one batch at each precision (torch's own threads; median of 3);
-  - the validation loss at each precision, on a model trained for TRAIN_MINUTES on tiny Shakespeare,
+  - the validation loss at each precision, on a model trained TRAIN_STEPS steps on tiny Shakespeare,
     and how many of GREEDY_TOKENS greedy tokens come out as at fp32;
   - the wall time of `rnngen sample --length 300` from process start, next to `import torch`.
 bf16 is measured only where the CPU has bf16 instructions. Takes about two minutes.
@@ -28,21 +28,21 @@ import time
 import torch
 from common import SHAKESPEARE, report, run_cli, scratch
 
-TRAIN_MINUTES = 1.0
+TRAIN_STEPS = 300  # about a minute on the quiet 2-core machine: enough structure in the weights to compare losses
 ROUNDS = 10  # short rounds, each right after its bound: a busy spell of the machine spoils one, not the median
 ONE_SAMPLE_TOKENS, BATCH, BATCH_TOKENS, GREEDY_TOKENS = 300, 32, 100, 500
 
 
-def make_checkpoint(minutes: float | None = None):
-    """The char 2x512 LSTM: trained 2 steps (the weights all but random: speed only), or for `minutes`."""
+def make_checkpoint(steps: int | None = None):
+    """The char 2x512 LSTM: trained 2 steps (the weights all but random: speed only), or `steps` steps."""
     work = scratch("sample_speed")
     data = SHAKESPEARE if SHAKESPEARE.exists() else None
     if data is None:
         data = work / "text.txt"
         data.write_text("the quick brown fox jumps over the lazy dog.\n" * 20000)
-    run = work / ("trained" if minutes else "run")
-    stop = [f"train.max_minutes={minutes}", "train.max_steps=null", "train.batch_size=16", "train.seq_len=64",
-            "train.warmup_steps=10", "train.eval_every=100000"] if minutes else ["train.max_steps=2", "train.batch_size=8", "train.seq_len=32",
+    run = work / ("trained" if steps else "run")
+    stop = [f"train.max_steps={steps}", "train.batch_size=16", "train.seq_len=64", "train.warmup_steps=10",
+            "train.eval_every=100000"] if steps else ["train.max_steps=2", "train.batch_size=8", "train.seq_len=32",
                                                         "train.eval_every=2"]  # fmt: skip
     sets = ["data.path=" + str(data), "model.num_layers=2", "model.hidden_size=512", "model.embedding_dim=64",
             "train.max_epochs=null", "train.sample_length=0", f"train.out_dir={run}", "train.device=cpu", *stop]  # fmt: skip
@@ -136,7 +136,7 @@ def main() -> None:
     import rnngen.api as rnngen
     from rnngen.models.precision import bf16_supported
 
-    run = make_checkpoint(TRAIN_MINUTES)
+    run = make_checkpoint(TRAIN_STEPS)
     model = rnngen.load(run)
     precisions = ["fp32", "bf16", "int8"] if bf16_supported() else ["fp32", "int8"]
     figures = one_sample_figures(model, precisions)
@@ -153,7 +153,7 @@ def main() -> None:
     torch_import = wall([sys.executable, "-c", "import torch"])
     command = wall([sys.executable, "-m", "rnngen", "sample", "--run", str(run), "--length", "300", "--seed", "The"])
     report("sample_speed", {
-        "model": f"char LSTM 2x512, trained {TRAIN_MINUTES:g} min on tiny Shakespeare",
+        "model": f"char LSTM 2x512, trained {TRAIN_STEPS} steps (batch 16 x 64) on tiny Shakespeare",
         **figures,
         "import_torch_s": round(torch_import, 2),
         "sample_300_command_s": round(command, 2),
