@@ -37,7 +37,7 @@ $(VENV)/bin/python:
 
 $(STAMP): pyproject.toml | $(if $(filter 1,$(IN_ENV)),,$(VENV)/bin/python)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[dev,plot,serve]"
+	$(PY) -m pip install -e ".[dev,plot,serve,export]"
 	@touch $(STAMP)
 	@echo "installed rnngen into $$($(PY) -c 'import sys; print(sys.prefix)')" >&2
 

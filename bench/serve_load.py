@@ -9,7 +9,7 @@ most LEVEL_TIMEOUT seconds per level.
 Goal (issue 17): tokens/s at 32 clients >= 5x one client (requests share one batch), no failed
 request, memory flat across the run. The whole series runs twice: with torch's own number of CPU
 threads in the server, and with one thread (OMP_NUM_THREADS=1), which copes better with a machine
-whose cores other work also wants.
+whose cores other work also wants; then once more with int8 weights (--precision int8, issue 30).
     python bench/serve_load.py
 """
 
@@ -34,9 +34,10 @@ REQUEST = {"seed": "The ", "length": 200, "temperature": 0.8}
 LEVEL_TIMEOUT = 180.0
 
 
-def start_server(checkpoint: Path, env: dict) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, env: dict, precision: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "rnngen", "serve", "--checkpoint", str(checkpoint), "--port", "0",
-               "--max-length", "200", "--max-samples", "1", "--max-batch", "64", "--queue-size", "64"]  # fmt: skip
+               "--max-length", "200", "--max-samples", "1", "--max-batch", "64", "--queue-size", "64",
+               "--precision", precision]  # fmt: skip
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     for line in server.stderr:
         found = re.search(r"listening on (http://[\d.:]+)/", line)
@@ -107,9 +108,9 @@ def run_level(url: str, clients: int, per_client: int, memory: MemoryWatch) -> d
     }
 
 
-def series(checkpoint: Path, env: dict) -> dict:
+def series(checkpoint: Path, env: dict, precision: str = "fp32") -> dict:
     """All the levels against one server process."""
-    server, url = start_server(checkpoint, env)
+    server, url = start_server(checkpoint, env, precision)
     try:
         client(url, 2, time.monotonic() + LEVEL_TIMEOUT)  # warm up: first requests allocate what they need
         memory = MemoryWatch(server.pid)
@@ -139,6 +140,7 @@ def main() -> None:
         "model": "char LSTM 2x512 (2 training steps: near-random weights), 200 tokens per request",
         "torch_default_threads": series(checkpoint, own),
         "one_thread": series(checkpoint, {**own, "OMP_NUM_THREADS": "1"}),
+        "int8_torch_default_threads": series(checkpoint, own, "int8"),  # sample.precision int8 (issue 30)
         "goal": "tokens/s at 32 clients >= 5x one client; no failures; flat memory",
     })  # fmt: skip
 

@@ -27,6 +27,11 @@ set_option = click.option(
     help="Override a config key, e.g. --set train.lr=0.001 (repeatable).",
 )
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "int8"]),
+    help="Weights of the one-token steps on the CPU (sample.precision): fp32, bf16 or int8 (docs/sampling.md).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -195,9 +200,10 @@ def _load_model(checkpoint, run, config_path, sets, device):
 )
 @click.option("--report-copying", is_flag=True, help="Report how much of each sample is copied from the training text.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
+@precision_option
 def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k, top_p, repetition_penalty, num_samples,
            random_seed, stop, max_time, on_unknown, include_seed, allow_unk, separator, output_format, report_copying,
-           device):  # fmt: skip
+           device, precision):  # fmt: skip
     """Write new text from a trained model.
 
     Without --checkpoint, --run or --config it uses the latest training run (runs/LATEST).
@@ -216,7 +222,7 @@ def sample(checkpoint, run, config_path, sets, seed, length, temperature, top_k,
         config_path, sets, seed=seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
         repetition_penalty=repetition_penalty, num_samples=num_samples, random_seed=random_seed,
         stop=list(stop) or None, max_time=max_time, on_unknown=on_unknown, include_seed=include_seed,
-        allow_unk=allow_unk or None,
+        allow_unk=allow_unk or None, precision=precision,
     )  # fmt: skip
     options = {k: v for k, v in vars(settings).items() if k not in ("seed", "on_unknown", "include_seed")}
     copy_index = None
@@ -547,9 +553,10 @@ def compare(config_path, sets, model_specs, budget_minutes, output_format, devic
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds a request may take, waiting included; beyond that the answer is 504.")  # fmt: skip
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", help="Where to run.")
+@precision_option
 @click.pass_context
 def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples, max_batch, queue_size, time_limit,
-          device):  # fmt: skip
+          device, precision):  # fmt: skip
     """An HTTP API and a page in the browser for one trained model.
 
     POST /v1/generate takes the options of `rnngen sample` as JSON and returns the samples
@@ -568,10 +575,36 @@ def serve(ctx, checkpoint, run, config_path, host, port, max_length, max_samples
 
     require_server_stack()
     model = _load_model(checkpoint, run, config_path, (), device)
-    defaults = model.sample_settings(config_path)
+    defaults = model.sample_settings(config_path, precision=precision)
     limits = Limits(max_length, max_samples, max_batch, queue_size, time_limit)
     verbose = ctx.find_root().params.get("verbose", False)
     run_server(Service(model, limits, defaults), host, port, verbose)
+
+
+# --------------------------------------------------------------------------- export
+
+
+@cli.command("export")
+@click.argument("target", type=click.Path(), metavar="CHECKPOINT_OR_RUN")
+@click.option("--format", "fmt", default="onnx", show_default=True, help="What to write: onnx.")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory to write (new or empty).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out.")
+def export_model(target, fmt, out_dir, overwrite):
+    """Write a trained model for programs without rnngen: an ONNX graph of one step, and its vocabulary as JSON.
+
+    The graph takes token ids and the state and returns the next-token scores and the new state,
+    for any batch size; DIR/model.json holds the vocabulary, the tokenizer's rules and the
+    sampling defaults. docs/export.md samples from it with onnxruntime alone. Prints the paths written.
+
+    \b
+    Example:
+      rnngen export runs/demo --format onnx --out exported/demo
+    """
+    from rnngen.api import load
+    from rnngen.export.onnx import export
+
+    paths = export(load(target), out_dir, fmt, overwrite)
+    _echo("".join(f"{path}\n" for path in paths))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -226,6 +226,9 @@ class SampleConfig:
     )
     include_seed: bool = setting(True, "print the seed before the generated text")
     allow_unk: bool = setting(False, "let samples contain the <unk> token (by default it gets zero probability)")
+    precision: Literal["fp32", "bf16", "int8"] = setting(
+        "fp32", "weights of rnn/lstm/gru steps on the CPU: fp32, bf16 (CPUs with bf16 instructions) or int8 per-row"
+    )
 
 
 SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "sample": SampleConfig}

@@ -58,6 +58,42 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty directory beside `path` to fill; on success it becomes `path`.
+
+    Whatever `path` held before (the caller has decided it may go) is moved aside and removed only once
+    the new directory is in place, so a crash leaves the old or the new one (or the old one moved aside).
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        for file in tmp.iterdir():
+            with open(file, "rb+") as f:
+                os.fsync(f.fileno())
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(target.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():  # failed between the two renames: put the old one back
+            os.replace(old, target)
+        raise WriteError(
+            f"could not write {target}: {e.strerror or e}; what was there is intact",
+            user_fixable=e.errno in _USER_FIXABLE,
+        ) from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def make_dir(path: str | os.PathLike, setting: str) -> Path:
     """Create a directory and its parents; a failure names the directory and the setting to change."""
     path = Path(path)

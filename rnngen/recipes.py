@@ -86,5 +86,6 @@ def _long(max_minutes, max_epochs) -> bool:
 
 
 def settings(name: str) -> dict[str, dict]:
-    """{section: {key: value}} of a recipe ({} for none)."""
-    return RECIPES.get(name, {})
+    """{section: {key: value}} of a recipe ({} for none, and for a value that is not a recipe's name: the config
+    check names it)."""
+    return RECIPES.get(name, {}) if isinstance(name, str) else {}

@@ -157,7 +157,8 @@ def test_stream_without_explain_and_stop_text(server):
 def test_model_info_is_rnngen_info_plus_the_limits(server, runs):
     info = json.loads(run_cli("info", "--json", runs["char"]).stdout)
     described = server.client.get("/v1/model").json()
-    assert {k: v for k, v in described.items() if k not in ("limits", "defaults")} == info
+    assert {k: v for k, v in described.items() if k not in ("limits", "defaults", "precision")} == info
+    assert described["precision"] == "fp32"  # of the weights, for the whole server (--precision)
     assert described["limits"] == {"max_length": 300, "max_samples": 4, "max_batch": 64, "queue_size": 64,
                                    "time_limit": 60.0}  # fmt: skip
     assert described["defaults"]["length"] == 30  # the checkpoint's sample: section

@@ -75,6 +75,24 @@ def join(tokens: list[str], level: str) -> str:
     return "".join(detokenizer.piece(t) for t in tokens) + detokenizer.flush()
 
 
+def rules(level: str) -> dict:
+    """How a level cuts text into tokens and joins them again, as plain data: for programs that tokenize and
+    detokenize without rnngen (`rnngen export`). The patterns are Python regular expressions."""
+    if level == "char":
+        return {"split": "every character is a token", "join": "concatenate"}
+    if level == "subword":  # the BPE merges themselves are the vocabulary's tokenizer JSON
+        return {"split": "byte-level BPE (the tokenizer JSON)",
+                "join": "each character of a token stands for the byte byte_of gives; the bytes are UTF-8",
+                "byte_of": BYTE_OF}  # fmt: skip
+    return {
+        "split": "every match of pattern", "pattern": _WORD_RE.pattern,
+        "join": "a space between tokens, except as the rules below say (rnngen.data.tokens.Detokenizer)",
+        "no_space_before": sorted(_NO_SPACE_BEFORE), "no_space_after": sorted(_NO_SPACE_AFTER),
+        "opening_quotes": sorted(_OPENING_QUOTES), "closing_quotes": sorted(_CLOSING_QUOTES),
+        "toggle_quotes": sorted(_TOGGLE_QUOTES), "cjk_char": _CJK_CHAR_RE.pattern, "cjk_punct": _CJK_PUNCT_RE.pattern,
+    }  # fmt: skip
+
+
 def make_detokenizer(level: str):
     """The streaming detokenizer of a level: .piece(token) -> text, .flush() -> what is held back."""
     return {"char": CharDetokenizer, "word": Detokenizer, "subword": ByteDetokenizer}[level]()

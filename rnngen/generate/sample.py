@@ -8,6 +8,7 @@ top-k, top-p) and draws from it. Several samples run together as one batch, shar
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import time
@@ -21,7 +22,8 @@ from rnngen import console
 from rnngen.config import SampleConfig
 from rnngen.data.vocab import UNK_ID, Vocab
 from rnngen.errors import UserError
-from rnngen.models.cpu_single_step import CPUStepper
+from rnngen.models.cpu_single_step import stepper_for
+from rnngen.models.precision import check_precision
 from rnngen.models.recurrent import RNNLM
 from rnngen.models.state import map_state
 
@@ -42,6 +44,7 @@ class DecodeOptions:
     stop: tuple[str, ...] = _DEFAULTS.stop
     max_time: float | None = _DEFAULTS.max_time
     allow_unk: bool = _DEFAULTS.allow_unk
+    precision: str = _DEFAULTS.precision
 
     @classmethod
     def from_config(cls, sample_config) -> DecodeOptions:
@@ -79,14 +82,21 @@ def penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, penalised, logits)
 
 
+@functools.cache
+def _unk_index(device: torch.device) -> torch.Tensor:
+    return torch.tensor([UNK_ID], device=device)
+
+
 def forbid_unk(logits: torch.Tensor) -> torch.Tensor:
     """Give the unknown token (id 0) zero probability, so a sample never prints `<unk>`."""
-    return logits.index_fill(-1, torch.tensor([UNK_ID], device=logits.device), float("-inf"))
+    return logits.index_fill(-1, _unk_index(logits.device), float("-inf"))
 
 
 def _finite(logits: torch.Tensor) -> torch.Tensor:
     """Diverged weights can give nan or inf scores: nan becomes impossible, +inf the largest float,
     and a row with nothing possible left becomes uniform, so sampling never crashes on them."""
+    if math.isfinite(logits.amax(dim=-1).sum().item()):  # every row's max finite: no nan, no +inf, none dead
+        return logits  # (-inf stays -inf, where mending would give the lowest float: the same probabilities)
     logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     dead = torch.isneginf(logits).all(dim=-1, keepdim=True)  # (B, 1)
     return torch.where(dead, torch.zeros_like(logits), logits)
@@ -104,7 +114,8 @@ def draw(logits: torch.Tensor, options: DecodeOptions, generators: list[torch.Ge
     if generators is None:
         uniforms = torch.rand(len(probs), dtype=torch.float64, device=probs.device)
     else:  # one number per row from the row's own generator: cheap, unlike one multinomial call per row
-        uniforms = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators])
+        draws = [torch.rand(1, generator=g, dtype=torch.float64, device=g.device) for g in generators]
+        uniforms = draws[0] if len(draws) == 1 else torch.cat(draws)
     return inverse_cdf(probs, uniforms)
 
 
@@ -115,8 +126,11 @@ def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """
     cdf = probs.double().cumsum(dim=-1)  # (B, V), float64 so that 100,000-token vocabularies keep their tails
     picked = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None], right=True).squeeze(1)  # (B,)
-    last_possible = (probs > 0).cumsum(dim=-1).argmax(dim=-1)  # guards u * total rounding up to total
-    return torch.minimum(picked, last_possible)
+    # A token of probability 0 adds exactly 0 to the cdf, so it is never the first to pass u * total; only
+    # u * total rounding up to the total can run past the end, and then the last possible token is meant.
+    if picked.max().item() >= probs.size(-1):
+        picked = torch.minimum(picked, (probs > 0).cumsum(dim=-1).argmax(dim=-1))
+    return picked
 
 
 def final_probs(logits: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
@@ -345,25 +359,40 @@ class Decoding:
         return out
 
 
-def warm(model, seed_ids: list[int], num_samples: int, device) -> tuple[torch.Tensor, object]:
-    """Run the model over the seed once: the logits (N, V) of the first token and the state, for N samples."""
-    seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=device)  # (1, S)
-    with native_rnn_kernels(device):
-        logits, state = advance(model, seed_tensor, None)
-    return logits.expand(num_samples, -1), _repeat_state(state, num_samples)
+class ModelSteps:
+    """How a model runs while sampling: over the seed once, then one token at a time.
 
+    On the CPU a recurrent model steps through rnngen.models.cpu_single_step at `precision` (its
+    weights packed, or converted to bf16 or int8, once per load); anything else runs the model itself.
+    """
 
-def advance(model, token_ids: torch.Tensor, state, **step_kwargs) -> tuple[torch.Tensor, object]:
-    """Feed tokens (N, T) with the state carried: the logits (N, V) of the next token and the new state."""
-    logits, state = model(token_ids, state, **step_kwargs)  # (N, T, V)
-    return logits[:, -1], state
+    def __init__(self, model, device: torch.device, precision: str = "fp32"):
+        if precision != "fp32" and not isinstance(model, RNNLM):
+            raise UserError(
+                f"sample.precision {precision} converts the weight matrices of rnn, lstm and gru models; "
+                "this model is none of them (an n-gram model counts tokens, an HMM keeps its tables); "
+                "use --precision fp32"
+            )
+        check_precision(precision, device)
+        self.model, self.device, self.precision = model, device, precision
+        self.stepper = stepper_for(model, precision) if device.type == "cpu" and isinstance(model, RNNLM) else None
 
+    def warm(self, seed_ids: list[int], num_samples: int) -> tuple[torch.Tensor, object]:
+        """The logits (N, V) of the first token after the seed and the state, for N samples."""
+        seed_tensor = torch.tensor([seed_ids], dtype=torch.long, device=self.device)  # (1, S)
+        if self.precision == "fp32":  # the fused module: one call for the whole seed
+            with native_rnn_kernels(self.device):
+                logits, state = self.model(seed_tensor, None)  # (1, S, V)
+        else:  # the seed read at the same precision as the steps that follow it
+            logits, state = self.stepper(seed_tensor)
+        return logits[:, -1].expand(num_samples, -1), _repeat_state(state, num_samples)
 
-def fast_steps(model, device) -> dict:
-    """Keyword arguments for the model's one-token steps: the packed CPU stepper where it applies."""
-    if device.type == "cpu" and isinstance(model, RNNLM):
-        return {"recurrent": CPUStepper(model.rnn)}
-    return {}
+    def step(self, token_ids: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """Feed one token per sample (N,) with the state carried: the logits (N, V) of the next and the new state."""
+        if self.stepper is not None:
+            return self.stepper.step(token_ids, state)
+        logits, state = self.model(token_ids[:, None], state)  # (N, 1, V)
+        return logits[:, -1], state
 
 
 class Generation:
@@ -377,6 +406,7 @@ class Generation:
         self.device = (
             device or next(itertools.chain(model.parameters(), model.buffers())).device
         )  # n-grams: buffers only
+        self.steps = ModelSteps(model, self.device, options.precision)  # refuses a precision before any output
         self.decoding = Decoding(vocab, seed_ids, options, self.device, seed)
         self.samples = self.decoding.samples
 
@@ -385,18 +415,17 @@ class Generation:
             yield from self._steps(stack)
 
     def _steps(self, stack: contextlib.ExitStack) -> Iterator[list[str]]:
-        model, decoding, device = self.model, self.decoding, self.device
-        model.eval()
-        step_kwargs = fast_steps(model, device)
-        if step_kwargs and self.options.num_samples == 1:  # one sample: the matrices are too small to share
-            stack.enter_context(_torch_threads(1))
-        logits, state = warm(model, self.seed_ids, self.options.num_samples, device)  # once for all samples
+        decoding, steps = self.decoding, self.steps
+        self.model.eval()
+        if steps.stepper is not None and self.options.num_samples == 1:
+            stack.enter_context(_torch_threads(1))  # one sample: the matrices are too small to share
+        logits, state = steps.warm(self.seed_ids, self.options.num_samples)  # once for all samples
         decoding.started = time.monotonic()
         while decoding.more() and not decoding.out_of_time():
             next_ids, logprobs, _ = decoding.choose(logits)
             yield decoding.record(next_ids.tolist(), logprobs.tolist())
             if decoding.more():
-                logits, state = advance(model, next_ids[:, None], state, **step_kwargs)  # one step
+                logits, state = steps.step(next_ids, state)  # one token
         yield decoding.finish()
 
 

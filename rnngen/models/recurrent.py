@@ -145,6 +145,7 @@ class RNNLM(nn.Module):
         super().__init__()
         self.pointer = cache.Pointer(**pointer) if pointer else None  # used in scoring only (rnngen.models.cache)
         self.cell = cell
+        self.vocab_size = vocab_size
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.adaptive = output == "adaptive"
@@ -182,23 +183,22 @@ class RNNLM(nn.Module):
         elif not self.adaptive:
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
 
-    def forward(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
+    def forward(self, token_ids: torch.Tensor, state=None):
         """token_ids (B, T) -> logits (B, T, V) and the state after the last step.
 
-        `recurrent` stands in for self.rnn (rnngen.models.cpu_single_step's fast CPU steps while sampling).
         With adaptive output the "logits" are the exact log-probabilities (log_softmax leaves them as
         they are), so sampling and evaluation treat both output layers alike.
         """
         with spelling.composed_once(self.embedding):
-            outputs, state = self.features(token_ids, state, recurrent)  # (B, T, H)
+            outputs, state = self.features(token_ids, state)  # (B, T, H)
             return self.head(outputs), state  # (B, T, V)
 
-    def features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
+    def features(self, token_ids: torch.Tensor, state=None):
         """token_ids (B, T) -> top-layer outputs (B, T, H) after dropout, and the state after the last step."""
-        outputs, _, state = self.all_features(token_ids, state, recurrent)
+        outputs, _, state = self.all_features(token_ids, state)
         return outputs, state
 
-    def all_features(self, token_ids: torch.Tensor, state=None, recurrent: nn.Module | None = None):
+    def all_features(self, token_ids: torch.Tensor, state=None):
         """Top-layer outputs after and before dropout (B, T, H), and the state after the last step."""
         if isinstance(self.embedding, OneHot):
             embedded = self.embedding(token_ids)
@@ -208,7 +208,7 @@ class RNNLM(nn.Module):
         if self.training and (self.hidden_dropout is not None or self.weight_drop):
             outputs, state = self._regularised_rnn(embedded, state)
         else:  # state (L, B, H) or a pair of them
-            outputs, state = (recurrent or self.rnn)(embedded, state)  # (B, T, H)
+            outputs, state = self.rnn(embedded, state)  # (B, T, H)
         return self.output_dropout(outputs), outputs, state
 
     def _regularised_rnn(self, inputs: torch.Tensor, state):

@@ -26,6 +26,7 @@ integers in the checkpoint's model_args, so building the module needs nothing bu
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import Counter
 
 import torch
@@ -140,3 +141,21 @@ def rows(layer: nn.Module, name: str, start: int, end: int) -> torch.Tensor:
     """Rows start..end-1 of `layer.<name>`, or of the spelled table it was tied to."""
     rows_of = getattr(layer, "rows_of", None)
     return rows_of(start, end) if rows_of else getattr(layer, name)[start:end]
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """The model with a spelled embedding turned into a plain table of its composed rows, tied as before.
+
+    For a graph export (rnngen.export), which runs a fixed table rather than composing one. The model
+    itself is left as it is (the result is a copy); a model without a spelled table is returned unchanged.
+    """
+    if not isinstance(model.embedding, SpelledEmbedding):
+        return model
+    plain = copy.deepcopy(model)
+    with torch.no_grad():
+        table = nn.Embedding.from_pretrained(model.embedding.weight.detach().clone(), freeze=False)
+    plain.embedding = table
+    if hasattr(plain.head, "rows_of"):  # tied: score with the same composed rows
+        del plain.head.rows_of
+        plain.head.tie_to(table)
+    return plain

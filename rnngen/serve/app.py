@@ -52,7 +52,7 @@ def create_app(service: Service) -> Starlette:
                 loop.call_soon_threadsafe(_dispatch, events)
 
         app.state.batcher = Batcher(
-            model.module, model.vocab, model.device, deliver, limits.max_batch, limits.queue_size
+            model.module, model.vocab, model.device, deliver, limits.max_batch, limits.queue_size, service.precision
         )
         app.state.batcher.start()
         try:

@@ -27,7 +27,7 @@ import torch
 
 from rnngen import console
 from rnngen.data.vocab import Vocab
-from rnngen.generate.sample import Decoding, advance, choose, fast_steps, final_probs, warm
+from rnngen.generate.sample import Decoding, ModelSteps, choose, final_probs
 from rnngen.models.state import join_streams, select_streams
 
 
@@ -75,6 +75,7 @@ class Batcher:
     deliver: Callable[[list[Event]], None]
     max_batch: int = 64  # samples generated together at most
     queue_size: int = 64  # requests that may wait when the batch is full
+    precision: str = "fp32"  # of the weights (sample.precision): one for the whole server
     pending: collections.deque = field(default_factory=collections.deque)
     active: list[Job] = field(default_factory=list)
     active_rows: int = 0
@@ -84,7 +85,7 @@ class Batcher:
         self._lock = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="rnngen-batcher", daemon=True)
-        self._steps = fast_steps(self.model, self.device)
+        self._steps = ModelSteps(self.model, self.device, self.precision)
         self._threads = torch.get_num_threads()
 
     # ----------------------------------------------------------------------- from other threads
@@ -155,12 +156,12 @@ class Batcher:
     def _warm(self, job: Job) -> None:
         self.active.append(job)
         self.active.sort(key=lambda j: j.key)  # groups of equal options side by side
-        job.logits, job.state = warm(self.model, job.seed_ids, job.rows, self.device)
+        job.logits, job.state = self._steps.warm(job.seed_ids, job.rows)
         job.decoding.started = time.monotonic()
 
     def _set_threads(self) -> None:
         """One sample alone runs on one thread, as `rnngen sample` does: its matrices are too small to share."""
-        wanted = 1 if self.active_rows == 1 and self._steps else self._threads
+        wanted = 1 if self.active_rows == 1 and self._steps.stepper is not None else self._threads
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 
@@ -183,8 +184,8 @@ class Batcher:
         self._finish([j for j in self.active if not j.decoding.more()], events)
         if not self.active:
             return
-        ids = torch.cat([j.next_ids for j in self.active])[:, None]  # (R, 1)
-        logits, state = advance(self.model, ids, join_streams([j.state for j in self.active]), **self._steps)
+        ids = torch.cat([j.next_ids for j in self.active])  # (R,)
+        logits, state = self._steps.step(ids, join_streams([j.state for j in self.active]))
         start = 0
         for job in self.active:
             rows = slice(start, start + job.rows)

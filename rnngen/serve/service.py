@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from rnngen import config as config_module
 from rnngen.errors import UserError
-from rnngen.generate.sample import DecodeOptions, Decoding, Sample, encode_seed, seed_text
+from rnngen.generate.sample import DecodeOptions, Decoding, ModelSteps, Sample, encode_seed, seed_text
 from rnngen.serve.batcher import Job
 
 INSTALL_HINT = "pip install 'rnngen[serve]'"
@@ -66,9 +66,12 @@ class Service:
                 "a request must fit in one batch"
             )
         self.model, self.limits = model, limits
+        self.precision = defaults.precision  # one for the server: refused now if this machine cannot run it
+        ModelSteps(model.module, model.device, self.precision)  # and the weights converted before any request
         self.defaults = {k: v for k, v in dataclasses.asdict(defaults).items() if k in REQUEST_OPTIONS}
         self.defaults["stop"] = list(self.defaults["stop"])
-        self.description = {**model.info(), "limits": dataclasses.asdict(limits), "defaults": self.defaults}
+        self.description = {**model.info(), "limits": dataclasses.asdict(limits), "defaults": self.defaults,
+                            "precision": self.precision}  # fmt: skip
 
     def job(self, body: object) -> tuple[Job, dict]:
         """A job for the batcher from a request body, and the settings it runs with; ApiError if refused."""
