@@ -203,7 +203,10 @@ class TrainConfig:
         "weights that validation, best.pt and sampling use: none = the trained ones; ema = their exponential moving "
         "average; nt-asgd = their mean since validation stalled for average_patience evaluations (AWD-LSTM)",
     )
-    ema_decay: float = setting(0.999, "average: ema: each step keeps this share of the average", above=0, below=1)
+    ema_decay: float = setting(
+        0.999, "average: ema: each step keeps this share of the average (less in the first ~10/(1-d) steps)",
+        above=0, below=1,
+    )  # fmt: skip
     average_patience: int = setting(
         3, "average: nt-asgd: evaluations without improvement before averaging starts", min=1
     )

@@ -8,8 +8,10 @@ sits nearer its centre and predicts held-out text better than any single step's 
     the running mean of the weights after every step from there on:
         w_avg = (1/n) sum of w_k over the n steps since the trigger
     This is what torch.optim.ASGD(t0 = trigger, lambd = 0) averages, on top of any optimizer.
-  - ema: an exponential moving average from the first step, w_avg <- d w_avg + (1 - d) w,
-    d = train.ema_decay (the last ~1 / (1 - d) steps weigh most).
+  - ema: an exponential moving average from the first step, w_avg <- d_n w_avg + (1 - d_n) w,
+    d_n = min(train.ema_decay, (1 + n) / (10 + n)) after n steps: the last ~1 / (1 - d) steps weigh
+    most, and early on (n < ~10 / (1 - d)) the window is a tenth of the steps so far, so a short
+    run is not averaged back towards its random start.
 
 torch.optim.swa_utils.AveragedModel keeps the averaged copy and updates it; the trained weights
 and the optimizer never see it, so a run with averaging trains exactly as one without it.
@@ -32,8 +34,9 @@ class WeightAverage:
         t = trainer.config.train
         self.trainer, self.model, self.mode, self.patience = trainer, trainer.model, t.average, t.average_patience
         self.averaged = None
+        self.decay, self.ema_decay = t.ema_decay, t.ema_decay
         if self.mode != "none":
-            avg = {"multi_avg_fn": get_ema_multi_avg_fn(t.ema_decay)} if self.mode == "ema" else {}
+            avg = {"multi_avg_fn": self._ema_update} if self.mode == "ema" else {}
             self.averaged = AveragedModel(self.model, **avg)
             self._flatten()
 
@@ -55,8 +58,14 @@ class WeightAverage:
         if self.mode == "ema" and self.state.averaging_since is None:
             self.state.averaging_since = self.state.step
         if self.active:
+            n = self.state.averaged_steps
+            self.decay = min(self.ema_decay, (1 + n) / (10 + n))
             self.averaged.update_parameters(self.model)
             self.state.averaged_steps += 1
+
+    def _ema_update(self, averaged: list, current: list, _n_averaged) -> None:
+        """torch's EMA update at this step's decay (AveragedModel calls it from the second step on)."""
+        get_ema_multi_avg_fn(self.decay)(averaged, current, None)
 
     def after_evaluation(self) -> None:
         """nt-asgd: start averaging once validation has stalled for `patience` evaluations."""
